@@ -1,0 +1,48 @@
+"""`make bench`: every benchmark in one go, each printing its own table.
+
+The combined output is saved to results/bench/latest.txt; each benchmark also saves its
+own JSON next to it. Benchmarks measure; they do not pass or fail.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE.parent / "results" / "bench"
+BENCHES = [
+    ("SIP calls per second, rig vs SIPp", ["bench_calls.py"]),
+    ("RTP packets per second", ["bench_rtp.py"]),
+    ("burst alignment spread", ["bench_bursts.py"]),
+    ("pin race: phantom shard rate, stock vs fixes", ["sut_race.py"]),
+    ("flaky-aware bisect vs repeat-k and git-bayesect", ["bench_bisect.py"]),
+]
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for title, argv in BENCHES:
+        script = HERE / argv[0]
+        header = f"== {title} ({argv[0]})"
+        print(header, flush=True)
+        if not script.is_file():
+            chunks.append(f"{header}\nmissing\n")
+            continue
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, str(script), *argv[1:]], cwd=HERE.parent,
+                                capture_output=True, text=True, check=False)
+        elapsed = time.monotonic() - started
+        text = result.stdout + (f"\n[stderr]\n{result.stderr}" if result.returncode else "")
+        print(text, flush=True)
+        chunks.append(f"{header} [{elapsed:.0f} s, exit {result.returncode}]\n{text}\n")
+    (OUT / "latest.txt").write_text("\n".join(chunks))
+    print(f"saved: {OUT / 'latest.txt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

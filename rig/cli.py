@@ -1,0 +1,139 @@
+"""The `rig` command: parses arguments, calls the stages, maps outcomes to exit codes.
+
+Exit codes: 0 every check passed, 1 a check failed, 2 bad input, 3 infrastructure error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from rig.errors import InfraError, RigError
+
+EXIT_INTERRUPTED = 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"rig: error: {message} (see `rig {self.prog.split()[-1]} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="rig", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    run = sub.add_parser("run", help="run one scenario and write a run folder")
+    run.add_argument("scenario", type=Path)
+    run.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE", help="override a scenario field, e.g. load.cps=50")
+    run.add_argument("--patch", dest="patches", action="append", default=[], type=Path,
+                     metavar="FILE", help="unified diff applied to a copy of the SUT sources")
+    run.add_argument("--out", type=Path, help="the run folder (default results/<run-id>)")
+    run.add_argument("--repo", type=Path, help="repository root the service sources come from")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    check = sub.add_parser("check", help="validate a scenario without running it")
+    check.add_argument("scenario", type=Path)
+    check.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE")
+
+    report = sub.add_parser("report", help="plots and HTML report of one or more run folders")
+    report.add_argument("runs", type=Path, nargs="+")
+    report.add_argument("--out", type=Path, help="HTML file (default: <first run>/report.html, "
+                                                 "or results/compare.html for several)")
+
+    sub.add_parser("gc", help="remove processes and folders left by killed runs")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rig.console import verdict_table
+    from rig.runner import RunRequest, run_scenario
+
+    outcome = run_scenario(
+        RunRequest(
+            scenario_path=args.scenario,
+            overrides=tuple(args.overrides),
+            patches=tuple(args.patches),
+            out=args.out,
+            repo=args.repo,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    )
+    print(verdict_table(outcome.summary))
+    print(f"verdict: {outcome.verdict}")
+    print(f"report: {outcome.folder / 'report.html'}")
+    return outcome.exit_code
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from rig.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario, tuple(args.overrides))
+    print(f"ok: {args.scenario} ({scenario.name})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rig.console import comparison_table
+    from rig.errors import UsageError
+    from rig.report import html_report, plot_run
+    from rig.results import read_summary
+
+    for folder in args.runs:
+        if not (folder / "summary.json").is_file():
+            raise UsageError(f"not a run folder (no summary.json): {folder}")
+    summaries = [read_summary(folder) for folder in args.runs]
+    for folder in args.runs:
+        plot_run(folder)
+    default = args.runs[0] / "report.html" if len(args.runs) == 1 else Path(
+        "results/compare.html")
+    out = html_report(args.runs, args.out or default)
+    print(comparison_table([f.name for f in args.runs], summaries))
+    print(f"report: {out}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from rig.topology.runtime import collect_garbage
+
+    report = collect_garbage()
+    print(f"removed {len(report.runs)} dead run(s), killed {report.processes} process(es), "
+          f"deleted {report.folders} folder(s)")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "report": cmd_report, "gc": cmd_gc}
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return COMMANDS[args.command](args)
+    except InfraError as exc:
+        print(f"rig: infrastructure error: {exc}", file=sys.stderr)
+        if exc.logs:
+            print(exc.logs, file=sys.stderr)
+        return exc.exit_code
+    except RigError as exc:
+        print(f"rig: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("rig: interrupted; everything the run started has been stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Plain-text tables for the terminal: verdicts of one run or of several side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "-" if value is None else str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(out)
+
+
+def verdict_table(summary: Mapping[str, Any]) -> str:
+    rows = [
+        ("PASS" if c["passed"] else "FAIL", c["name"], c.get("observed"), c.get("limit"))
+        for c in summary.get("checks", [])
+    ]
+    return table(["", "check", "observed", "limit"], rows)
+
+
+def comparison_table(labels: Sequence[str], summaries: Sequence[Mapping[str, Any]]) -> str:
+    """One row per check, one column per run: the side-by-side view of `make demo`."""
+    names: dict[str, None] = {}
+    for summary in summaries:
+        for check in summary.get("checks", []):
+            names.setdefault(check["name"], None)
+    rows: list[list[Any]] = [["verdict", *[s.get("verdict", "?").upper() for s in summaries]]]
+    for name in names:
+        row: list[Any] = [name]
+        for summary in summaries:
+            match = next((c for c in summary.get("checks", []) if c["name"] == name), None)
+            row.append(
+                "-" if match is None
+                else f"{'pass' if match['passed'] else 'FAIL'} ({_cell(match.get('observed'))})"
+            )
+        rows.append(row)
+    return table(["check", *labels], rows)

@@ -1,0 +1,79 @@
+"""Lines of service logs that are events: the relay's make_shard lines and its CRIT line.
+
+`parse_relay_line` is pure; `LogFollower` tails a growing log file on a thread.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rig.series import Event
+
+PREFIX = re.compile(r"^\[(?P<ts>\d+(?:\.\d+)?)\]\s+(?P<level>[A-Z]+):\s+\[(?P<thread>[^\]]*)\]\s+")
+MAKE_SHARD = re.compile(
+    r"make_shard num=(?P<num>\d+) full=(?P<full>\d+) space=(?P<space>\d+) thread=(?P<thread>\S+)"
+)
+
+
+def parse_relay_line(line: str, run_started_wall: float) -> Event | None:
+    """An event for a make_shard or CRIT line, timed in run seconds; None for other lines."""
+    prefix = PREFIX.match(line)
+    if not prefix:
+        return None
+    t = float(prefix["ts"]) - run_started_wall
+    text = line[prefix.end():].rstrip()
+    if prefix["level"] == "CRIT":
+        return Event(t=t, kind="crit", data={"line": line.rstrip(), "text": text})
+    shard = MAKE_SHARD.search(text)
+    if shard:
+        data = {k: int(shard[k]) for k in ("num", "full", "space")}
+        return Event(t=t, kind="make_shard", data={**data, "thread": shard["thread"]})
+    return None
+
+
+@dataclass
+class LogFollower:
+    """Reads new lines of a log file every `interval` seconds and hands parsed events on."""
+
+    path: Path
+    parse: Callable[[str], Event | None]
+    on_event: Callable[[Event], None]
+    interval: float = 0.05
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _offset: int = 0
+    _partial: str = ""
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"follow-{self.path.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        self.poll()  # whatever was written last
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, errors="replace") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read()
+                self._offset = handle.tell()
+        except OSError:
+            return
+        lines = (self._partial + chunk).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            event = self.parse(line)
+            if event is not None:
+                self.on_event(event)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll()

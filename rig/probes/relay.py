@@ -1,0 +1,75 @@
+"""The relay's own counters over NG `statistics`: sessions, shard lists, live allocations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rig.probes import ProbeError
+
+BUFFERPOOL_KEYS = (
+    "shards_total",
+    "shards_active",
+    "shards_full",
+    "shards_free",
+    "pins",
+    "pinned_bytes",
+    "live_allocations",
+    "live_bytes",
+    "make_shard_calls",
+)
+TOP_KEYS = ("sessions", "streams", "packets_relayed", "packets_dropped")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, bytes | str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def relay_counters(reply: Mapping[str, Any]) -> dict[str, float]:
+    """Flatten a `statistics` reply of the model relay into `relay.*` counters.
+
+    A real rtpengine reply has no bufferpool block; its session counts still come through.
+    """
+    counters: dict[str, float] = {}
+    pool = reply.get("bufferpool") or {}
+    for key in BUFFERPOOL_KEYS:
+        value = _number(pool.get(key))
+        if value is not None:
+            counters[f"relay.{key}"] = value
+    for key in TOP_KEYS:
+        value = _number(reply.get(key))
+        if value is not None:
+            counters[f"relay.{key}"] = value
+    current = (reply.get("statistics") or {}).get("currentstatistics") or {}
+    for key in ("sessionsown", "sessionstotal"):
+        value = _number(current.get(key))
+        if value is not None:
+            counters[f"relay.{key}"] = value
+    return counters
+
+
+@dataclass
+class RelayStatsProbe:
+    host: str
+    port: int
+    timeout: float = 0.5
+    name: str = "relay"
+
+    def read(self) -> dict[str, float]:
+        from rig.load.ng import ng_request
+
+        try:
+            reply = ng_request(self.host, self.port, {"command": "statistics"}, self.timeout)
+        except Exception as exc:
+            raise ProbeError(f"relay statistics: {exc}") from exc
+        return relay_counters(reply)

@@ -1,0 +1,433 @@
+"""One run of one scenario: the data flow from scenario to report, start to end.
+
+scenario -> topology up -> load + bursts while probes sample -> checks -> results -> report.
+Everything started here is stopped here, on every exit path (ExitStack), Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rig.clock import Clock, SystemClock
+from rig.errors import UsageError
+from rig.probes import Probe
+from rig.probes.kmod import KmodStatusProbe
+from rig.probes.logs import LogFollower, parse_relay_line
+from rig.probes.proc import ProcessProbe
+from rig.probes.relay import RelayStatsProbe
+from rig.probes.sampler import Sampler
+from rig.series import Event, Sample, Series
+from rig.topology import Endpoints
+from rig.topology.local import LocalBackend, LocalStack
+from rig.topology.model import RelaySettings, kmod_spec, relay_spec
+from rig.topology.runtime import RunRecord, reserved_host
+from rig.topology.source import apply_patches, copy_sources
+
+RIG_ROOT = Path(__file__).resolve().parents[1]
+CRASH_POLL_S = 0.1
+EXIT_PASS, EXIT_FAIL = 0, 1
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What `rig run` was asked to do."""
+
+    scenario_path: Path
+    overrides: tuple[str, ...] = ()
+    patches: tuple[Path, ...] = ()
+    out: Path | None = None
+    results_root: Path = Path("results")
+    repo: Path | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    folder: Path
+    verdict: str
+    summary: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PASS if self.verdict == "pass" else EXIT_FAIL
+
+
+@dataclass
+class Recorder:
+    """Collects samples and events in memory and streams them into the run folder."""
+
+    folder: Any  # rig.results.RunFolder
+    series: Series = field(default_factory=Series)
+    events: list[Event] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sample(self, sample: Sample) -> None:
+        with self.lock:
+            self.series.append(sample)
+            self.folder.append_sample(sample)
+
+    def event(self, event: Event) -> None:
+        with self.lock:
+            self.events.append(event)
+            self.folder.append_event(event)
+
+
+def resolve_patches(names: tuple[str, ...] | list[str], bases: list[Path]) -> list[Path]:
+    """A scenario's patch names are looked up next to the scenario, then in the repository."""
+    found = []
+    for name in names:
+        path = Path(name)
+        candidates = [path] if path.is_absolute() else [base / path for base in bases]
+        match = next((c for c in candidates if c.is_file()), None)
+        if match is None:
+            raise UsageError(f"patch not found: {name}")
+        found.append(match.resolve())
+    return found
+
+
+def source_commit(repo: Path) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def environment() -> dict[str, Any]:
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "hostname": platform.node(),
+    }
+
+
+class Run:
+    """Carries one run through its stages; `execute()` returns the outcome."""
+
+    def __init__(self, request: RunRequest, clock: Clock | None = None) -> None:
+        from rig.scenario import load_scenario
+
+        self.request = request
+        self.clock = clock or SystemClock()
+        self.scenario = load_scenario(request.scenario_path, request.overrides)
+        self.repo = (request.repo or RIG_ROOT).resolve()
+        bases = [request.scenario_path.resolve().parent, self.repo, Path.cwd()]
+        self.patches = resolve_patches(list(self.scenario.services.patches), bases) + [
+            p.resolve() for p in request.patches
+        ]
+        for patch in request.patches:
+            if not patch.is_file():
+                raise UsageError(f"patch not found: {patch}")
+        self.started_mono = 0.0
+        self.started_wall = 0.0
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def execute(self) -> RunOutcome:
+        from rig.results import RunFolder, new_run_id
+
+        run_id = new_run_id(self.scenario.name, self.clock.wall())
+        out = self.request.out or self.request.results_root / run_id
+        folder = RunFolder.create(out.parent, out.name)
+        recorder = Recorder(folder)
+        record = RunRecord.for_this_process(run_id)
+        with ExitStack() as stack:
+            stack.callback(record.remove)
+            endpoints = Endpoints(host=stack.enter_context(reserved_host([2223, 5060, 5080])))
+            services = self._start_services(stack, record, folder, endpoints)
+            self.started_mono = self.clock.monotonic()
+            self.started_wall = self.clock.wall()
+            window, load = self._drive_and_sample(services, endpoints, recorder, stack)
+            services.close()
+            self._note_exits(services, recorder)
+        return self._conclude(folder, recorder, window, load, run_id)
+
+    def _start_services(
+        self, stack: ExitStack, record: RunRecord, folder: Any, endpoints: Endpoints
+    ) -> LocalStack:
+        workdir = Path(tempfile.mkdtemp(prefix="rig-"))
+        record.add_folder(workdir)
+        stack.callback(shutil.rmtree, workdir, True)
+        svc = self.scenario.services
+        copies = copy_sources(
+            self.repo, {"kmod": svc.kmod.source, "relay": svc.relay.source}, workdir / "src"
+        )
+        apply_patches(workdir / "src", self.patches)
+        state_dir = workdir / "proc"
+        state_dir.mkdir()
+        settings = RelaySettings(workers=svc.relay.workers, shard_size=svc.relay.shard_size)
+        specs = [
+            kmod_spec(copies["kmod"], state_dir),
+            relay_spec(copies["relay"], state_dir, endpoints, settings),
+        ]
+        self.state_dir = state_dir
+        backend = LocalBackend(endpoints, folder.logs_dir, record)
+        services = backend.start(specs)
+        stack.callback(services.close)
+        return services
+
+    def _probes(self, services: LocalStack, endpoints: Endpoints, driver: Any) -> list[Probe]:
+        return [
+            KmodStatusProbe.for_table(self.state_dir, endpoints.table),
+            RelayStatsProbe(endpoints.host, endpoints.ng_port),
+            ProcessProbe(services.services["relay"].pid, "relay"),
+            LoadProbe(driver.snapshot),
+        ]
+
+    def _drive_and_sample(
+        self, services: LocalStack, endpoints: Endpoints, recorder: Recorder, stack: ExitStack
+    ) -> tuple[Any, dict[str, Any]]:
+        from rig.checks import RunWindow
+        from rig.load.driver import LoadDriver
+
+        scenario = self.scenario
+        driver = LoadDriver(
+            calls_plan(scenario),
+            burst_plan(scenario),
+            targets_for(endpoints),
+            on_event=lambda kind, data: recorder.event(Event(self._now(), kind, data)),
+            seed=scenario.seed,
+        )
+        relay_log = services.services["relay"].log_path
+        follower = LogFollower(
+            relay_log, lambda line: parse_relay_line(line, self.started_wall), recorder.event
+        )
+        sampler = Sampler(
+            self._probes(services, endpoints, driver),
+            scenario.probes.interval,
+            self.clock,
+            self.started_mono,
+            recorder.sample,
+            on_probe_error=lambda name, msg: recorder.event(
+                Event(self._now(), "probe_error", {"probe": name, "message": msg})
+            ),
+        )
+        follower.start()
+        stack.callback(follower.stop)
+        sampler.sample_once()  # the baseline, before any load
+        sampler.start()
+        stack.callback(sampler.stop)
+        relay = services.services["relay"]
+        progress = Progress(self.request.progress, scenario.duration + scenario.settle)
+        stack.callback(progress.close)
+        load_start = self._now()
+        report, crashed = asyncio.run(
+            drive_until_crash(driver, scenario.duration, relay.exit_code, progress.update)
+        )
+        load_stop = self._now()
+        if crashed:
+            self._note_crash(relay, recorder)
+        self._settle(scenario.settle, progress)
+        sampler.stop()
+        follower.stop()
+        end = self._now()
+        load = load_numbers(report, driver.snapshot(), load_stop - load_start)
+        return RunWindow(load_start=load_start, load_stop=load_stop, end=end), load
+
+    def _settle(self, seconds: float, progress: Progress) -> None:
+        deadline = self.clock.monotonic() + seconds
+        while (left := deadline - self.clock.monotonic()) > 0:
+            self.clock.sleep(min(0.25, left))
+            progress.update()
+
+    def _now(self) -> float:
+        return round(self.clock.monotonic() - self.started_mono, 6)
+
+    def _note_crash(self, relay: Any, recorder: Recorder) -> None:
+        crit = [e for e in recorder.events if e.kind == "crit"]
+        line = crit[-1].data["line"] if crit else "(no CRIT line in the log)"
+        code = relay.exit_code()
+        recorder.event(
+            Event(self._now(), "crash", {"service": "relay", "exit_code": code, "line": line})
+        )
+
+    def _note_exits(self, services: LocalStack, recorder: Recorder) -> None:
+        for name, code in services.exit_codes.items():
+            recorder.event(Event(self._now(), "service_exit", {"service": name, "code": code}))
+
+    def _conclude(
+        self, folder: Any, recorder: Recorder, window: Any, load: dict[str, Any], run_id: str
+    ) -> RunOutcome:
+        from rig.checks import run_checks
+        from rig.report import html_report, plot_run
+        from rig.results import build_summary
+
+        verdicts = run_checks(self.scenario.checks, recorder.series, recorder.events, window)
+        summary = build_summary(
+            run_id=run_id,
+            scenario=self.scenario,
+            verdicts=verdicts,
+            series=recorder.series,
+            events=recorder.events,
+            load=load,
+            sut={
+                "commit": source_commit(self.repo),
+                "patches": [p.name for p in self.patches],
+                "target": "local",
+            },
+            timing={
+                "started": self.started_wall,
+                "finished": self.clock.wall(),
+                "duration_s": round(window.end, 3),
+            },
+            environment=environment(),
+        )
+        folder.finish(summary)
+        plot_run(folder.path)
+        html_report([folder.path], folder.path / "report.html")
+        return RunOutcome(folder.path, summary["verdict"], summary)
+
+
+@dataclass
+class LoadProbe:
+    snapshot: Callable[[], dict[str, float]]
+    name: str = "load"
+
+    def read(self) -> dict[str, float]:
+        return dict(self.snapshot())
+
+
+class Progress:
+    """A tqdm bar over the planned seconds of the run (hidden when not wanted)."""
+
+    def __init__(self, enabled: bool, total_s: float) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=round(total_s, 1), unit="s", desc="run", leave=False,
+                            bar_format="{desc} {bar} {n:.0f}/{total:.0f} s {postfix}")
+        self.clock = SystemClock()
+        self.start = self.clock.monotonic()
+
+    def update(self, postfix: str = "") -> None:
+        if self.bar is None:
+            return
+        self.bar.n = min(self.bar.total, round(self.clock.monotonic() - self.start, 1))
+        if postfix:
+            self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+async def drive_until_crash(
+    driver: Any,
+    duration: float,
+    exit_code: Callable[[], int | None],
+    tick: Callable[[str], None],
+) -> tuple[Any, bool]:
+    """Run the load; stop it early if the relay dies. Returns (report or None, crashed)."""
+    task = asyncio.create_task(driver.run(duration))
+    while not task.done():
+        await asyncio.wait({task}, timeout=CRASH_POLL_S)
+        snap = driver.snapshot()
+        tick(f"calls {snap.get('load.calls_completed', 0):.0f} "
+             f"active {snap.get('load.calls_active', 0):.0f}")
+        if exit_code() is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            return None, True
+    return task.result(), exit_code() is not None
+
+
+def load_numbers(report: Any, snapshot: dict[str, float], seconds: float) -> dict[str, Any]:
+    """The summary's load block, from the driver's report or, after a crash, its counters."""
+    if report is not None:
+        return {
+            "calls_attempted": report.calls_attempted,
+            "calls_completed": report.calls_completed,
+            "calls_failed": report.calls_failed,
+            "outcomes": dict(report.outcomes),
+            "cps": round(report.cps_achieved, 2),
+            "rtp_sent": report.rtp_sent,
+            "rtp_received": report.rtp_received,
+            "rtp_lost": report.rtp_lost,
+            "jitter_ms_max": report.jitter_ms_max,
+            "bursts": list(report.bursts),
+        }
+    completed = snapshot.get("load.calls_completed", 0.0)
+    failed = snapshot.get("load.calls_failed", 0.0)
+    active = snapshot.get("load.calls_active", 0.0)
+    return {
+        "calls_attempted": int(completed + failed + active),
+        "calls_completed": int(completed),
+        "calls_failed": int(failed),
+        "outcomes": {},
+        "cps": round((completed + failed) / seconds, 2) if seconds > 0 else 0.0,
+        "rtp_sent": int(snapshot.get("load.rtp_sent", 0)),
+        "rtp_received": int(snapshot.get("load.rtp_received", 0)),
+        "rtp_lost": None,
+        "jitter_ms_max": None,
+        "bursts": [],
+        "interrupted_by_crash": True,
+    }
+
+
+def calls_plan(scenario: Any) -> Any:
+    from rig.load.driver import CallPlan, RtpPlan
+
+    load = scenario.load
+    rtp = None
+    if load.rtp is not None:
+        rtp = RtpPlan(payload_type=PAYLOAD_TYPES[load.rtp.codec], ptime_ms=load.rtp.ptime)
+    return CallPlan(
+        cps=load.cps,
+        max_concurrent=load.max_concurrent,
+        hold=load.hold,
+        outcomes=dict(load.outcomes),
+        no_answer_timeout=load.no_answer_timeout,
+        rtp=rtp,
+    )
+
+
+def burst_plan(scenario: Any) -> Any:
+    from rig.load.driver import BurstPlan
+
+    bursts = scenario.bursts
+    if bursts is None:
+        return None
+    return BurstPlan(
+        first_at=bursts.first_at,
+        every=bursts.every,
+        count=bursts.count,
+        workers=bursts.workers,
+        streams_per_worker=bursts.streams_per_worker,
+        hold=bursts.hold,
+    )
+
+
+def targets_for(endpoints: Endpoints) -> Any:
+    from rig.load.driver import Targets
+
+    return Targets(
+        host=endpoints.host,
+        uac_port=endpoints.uac_port,
+        uas_port=endpoints.uas_port,
+        rtp_ports=endpoints.rig_rtp_ports,
+        ng=(endpoints.host, endpoints.ng_port),
+    )
+
+
+PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
+
+
+def run_scenario(request: RunRequest, clock: Clock | None = None) -> RunOutcome:
+    return Run(request, clock).execute()

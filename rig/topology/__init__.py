@@ -1,0 +1,83 @@
+"""Which services run, where, and how the rig knows they are ready.
+
+A backend turns a list of `ServiceSpec` into running services and stops them again.
+The local backend (processes on 127.x addresses) is the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from rig.errors import UsageError
+from rig.topology.wait import WaitStrategy
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Addresses of one run: every service and the rig itself bind on `host`."""
+
+    host: str
+    ng_port: int = 2223
+    relay_rtp_ports: tuple[int, int] = (30000, 31999)
+    uac_port: int = 5060
+    uas_port: int = 5080
+    rig_rtp_ports: tuple[int, int] = (40000, 49999)
+    table: int = 0
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One process to start: its command line, its readiness test, and its log name."""
+
+    name: str
+    argv: Sequence[str]
+    ready: WaitStrategy
+    cwd: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    startup_timeout: float = 15.0
+    # Docker backend only: the image to run (argv becomes the container's command) and
+    # host folders bind-mounted read-write into it, host path -> container path.
+    image: str | None = None
+    volumes: Mapping[str, str] = field(default_factory=dict)
+
+
+class RunningService(Protocol):
+    name: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int: ...
+
+    def exit_code(self) -> int | None:
+        """None while running; the return code (negative: killed by that signal) after."""
+        ...
+
+
+class Stack(Protocol):
+    endpoints: Endpoints
+    services: Mapping[str, RunningService]
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def start(self, specs: Sequence[ServiceSpec]) -> Stack: ...
+
+
+BackendFactory = Callable[..., Backend]
+BACKENDS: dict[str, str] = {"local": "rig.topology.local:LocalBackend"}
+
+
+def backend_class(name: str) -> BackendFactory:
+    """Look a backend up by name; heavy modules are imported only when chosen."""
+    if name not in BACKENDS:
+        raise UsageError(f"unknown target {name!r} (allowed: {', '.join(sorted(BACKENDS))})")
+    module_name, _, attr = BACKENDS[name].partition(":")
+    module = __import__(module_name, fromlist=[attr])
+    factory: BackendFactory = getattr(module, attr)
+    return factory

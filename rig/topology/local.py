@@ -1,0 +1,137 @@
+"""The local backend: services as plain processes on this machine's loopback.
+
+Each process gets its own session (so a Ctrl-C in the terminal reaches the rig, which
+then stops the services in order), a parent-death signal (so they die with a killed rig),
+the run label in its environment, and its output in the run folder's logs/.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rig.errors import InfraError
+from rig.topology import Endpoints, ServiceSpec
+from rig.topology.runtime import RUN_ID_ENV, RunRecord
+from rig.topology.wait import ServiceDied, wait_until_ready
+
+PR_SET_PDEATHSIG = 1
+STOP_GRACE_S = 3.0
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class LocalService:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def exit_code(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self) -> int:
+        """SIGTERM, a grace period, then SIGKILL. Returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_GRACE_S)
+        return self.process.returncode
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@dataclass
+class LocalStack:
+    endpoints: Endpoints
+    record: RunRecord
+    services: dict[str, LocalService] = field(default_factory=dict)
+    exit_codes: dict[str, int] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Stop services in reverse start order (the relay before kmod)."""
+        for name in reversed(list(self.services)):
+            self.exit_codes[name] = self.services[name].stop()
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, endpoints: Endpoints, logs_dir: Path, record: RunRecord) -> None:
+        self.endpoints = endpoints
+        self.logs_dir = logs_dir
+        self.record = record
+
+    def start(self, specs: Sequence[ServiceSpec]) -> LocalStack:
+        stack = LocalStack(endpoints=self.endpoints, record=self.record)
+        try:
+            for spec in specs:
+                stack.services[spec.name] = self._start_one(spec)
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
+    def _start_one(self, spec: ServiceSpec) -> LocalService:
+        log_path = self.logs_dir / f"{spec.name}.log"
+        env = {**os.environ, **dict(spec.env), RUN_ID_ENV: self.record.run_id}
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(log_path, "ab") as log:
+            try:
+                process = subprocess.Popen(
+                    list(spec.argv),
+                    cwd=spec.cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded at spawn
+                )
+            except OSError as exc:
+                raise InfraError(f"{spec.name} would not start: {exc}") from exc
+        self.record.add_process(spec.name, process.pid)
+        service = LocalService(spec.name, process, log_path)
+        try:
+            wait_until_ready(spec.ready, spec.startup_timeout, lambda: process.poll() is None)
+        except ServiceDied:
+            raise InfraError(
+                f"{spec.name} exited with code {process.returncode} before it was ready "
+                f"({spec.ready.describe()})",
+                logs=log_tail(log_path),
+            ) from None
+        except Exception as exc:
+            service.stop()
+            raise InfraError(
+                f"{spec.name} not ready after {spec.startup_timeout:.0f} s "
+                f"({spec.ready.describe()}): {exc}",
+                logs=log_tail(log_path),
+            ) from None
+        return service
+

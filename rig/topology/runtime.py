@@ -1,0 +1,177 @@
+"""Per-machine bookkeeping: which loopback address a run holds, and what each run started.
+
+Every run records its processes and temporary folders in a small JSON file, so that
+`rig gc` can remove what a killed run left behind. Address reservations are fcntl locks:
+the kernel drops them when the holder dies, so no lock outlives a run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+from rig.errors import InfraError
+
+RUN_ID_ENV = "RIG_RUN_ID"
+
+
+def runtime_dir() -> Path:
+    base = os.environ.get("RIG_RUNTIME_DIR") or os.path.join(
+        tempfile.gettempdir(), f"rig-{os.getuid()}"
+    )
+    path = Path(base)
+    (path / "hosts").mkdir(parents=True, exist_ok=True)
+    (path / "runs").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _ports_free(host: str, ports: list[int]) -> bool:
+    for port in ports:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    return False
+    return True
+
+
+@contextmanager
+def reserved_host(probe_ports: list[int], rng: random.Random | None = None) -> Iterator[str]:
+    """Hold a loopback address 127.a.b.c (never 127.0.0.1) for the duration of a run."""
+    rng = rng or random.Random()
+    hosts = runtime_dir() / "hosts"
+    for _ in range(200):
+        host = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
+        handle = open(hosts / f"{host}.lock", "w")  # noqa: SIM115 - held for the run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        if not _ports_free(host, probe_ports):
+            handle.close()
+            continue
+        try:
+            yield host
+        finally:
+            handle.close()
+            (hosts / f"{host}.lock").unlink(missing_ok=True)
+        return
+    raise InfraError("no free loopback address found for this run")
+
+
+@dataclass
+class RunRecord:
+    """What one run started; written when it changes, removed when the run ends cleanly."""
+
+    run_id: str
+    owner_pid: int
+    owner_started: float
+    processes: list[dict[str, float | int | str]] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return runtime_dir() / "runs" / f"{self.run_id}.json"
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        os.replace(tmp, self.path)
+
+    def add_process(self, name: str, pid: int) -> None:
+        started = psutil.Process(pid).create_time()
+        self.processes.append({"name": name, "pid": pid, "started": started})
+        self.save()
+
+    def add_folder(self, folder: Path) -> None:
+        self.folders.append(str(folder))
+        self.save()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    @classmethod
+    def for_this_process(cls, run_id: str) -> RunRecord:
+        me = psutil.Process()
+        record = cls(run_id=run_id, owner_pid=me.pid, owner_started=me.create_time())
+        record.save()
+        return record
+
+
+def _same_process(pid: int, started: float) -> psutil.Process | None:
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - started) < 0.01:
+            return proc
+    except psutil.Error:
+        pass
+    return None
+
+
+def _kill(proc: psutil.Process) -> None:
+    try:
+        proc.kill()
+        proc.wait(timeout=5)
+    except psutil.Error:
+        pass
+
+
+@dataclass(frozen=True)
+class GcReport:
+    runs: list[str]
+    processes: int
+    folders: int
+
+
+def collect_garbage() -> GcReport:
+    """Remove the leftovers of runs whose owner is gone: processes, folders, records."""
+    runs, killed, removed = [], 0, 0
+    for path in sorted((runtime_dir() / "runs").glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+            continue
+        if _same_process(int(data["owner_pid"]), float(data["owner_started"])):
+            continue  # that run is still going
+        runs.append(str(data["run_id"]))
+        for entry in data.get("processes", []):
+            proc = _same_process(int(entry["pid"]), float(entry["started"]))
+            if proc is not None:
+                _kill(proc)
+                killed += 1
+        for folder in data.get("folders", []):
+            if Path(folder).exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        path.unlink(missing_ok=True)
+    killed += _kill_orphans_by_label()
+    return GcReport(runs=runs, processes=killed, folders=removed)
+
+
+def _kill_orphans_by_label() -> int:
+    """Processes that carry a run label whose run record is gone (the record write was lost)."""
+    live_runs = {p.stem for p in (runtime_dir() / "runs").glob("*.json")}
+    killed = 0
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            label = proc.environ().get(RUN_ID_ENV)
+        except psutil.Error:
+            continue
+        if label and label not in live_runs and proc.pid != os.getpid():
+            _kill(proc)
+            killed += 1
+    return killed

@@ -1,0 +1,83 @@
+"""Exit codes and one-line errors of the `rig` command (no services are started here)."""
+
+from pathlib import Path
+
+import pytest
+
+from rig.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN_RACE = ROOT / "scenarios" / "pin-race.yaml"
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse exits by itself
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_accepts_the_shipped_scenario(capsys):
+    code, out, _ = run_cli(capsys, "check", str(PIN_RACE))
+    assert code == 0
+    assert "pin-race" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--set", "load.cps=-3"], "load.cps"),
+        (["--set", "nonsense"], "nonsense"),
+        (["--set", "services.relay.colour=red"], "services.relay.colour"),
+    ],
+)
+def test_bad_overrides_are_one_line_exit_2(capsys, extra, fragment):
+    code, _, err = run_cli(capsys, "check", str(PIN_RACE), *extra)
+    assert code == 2
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_unknown_key_in_file_names_file_and_key(capsys, tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PIN_RACE.read_text().replace("seed: 1", "seed: 1\nsede: 2"))
+    code, _, err = run_cli(capsys, "check", str(bad))
+    assert code == 2
+    assert "bad.yaml" in err and "sede" in err
+
+
+def test_missing_scenario_file_is_bad_input(capsys, tmp_path: Path):
+    code, _, err = run_cli(capsys, "check", str(tmp_path / "none.yaml"))
+    assert code == 2
+    assert "none.yaml" in err
+
+
+def test_run_with_a_missing_patch_fails_before_starting_anything(capsys, tmp_path: Path):
+    code, _, err = run_cli(capsys, "run", str(PIN_RACE), "--patch", str(tmp_path / "x.patch"),
+                           "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert "x.patch" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_report_of_a_folder_that_is_no_run(capsys, tmp_path: Path):
+    code, _, err = run_cli(capsys, "report", str(tmp_path))
+    assert code == 2
+    assert "not a run folder" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    code, _, err = run_cli(capsys)
+    assert code == 2
+    code, _, err = run_cli(capsys, "run")
+    assert code == 2 and "scenario" in err
+
+
+def test_gc_on_a_clean_machine(capsys, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("RIG_RUNTIME_DIR", str(tmp_path))
+    code, out, _ = run_cli(capsys, "gc")
+    assert code == 0
+    assert out.startswith("removed 0 dead run(s)")

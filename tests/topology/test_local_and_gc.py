@@ -1,0 +1,85 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from rig.errors import InfraError
+from rig.topology import Endpoints, ServiceSpec
+from rig.topology.local import LocalBackend
+from rig.topology.runtime import RunRecord, collect_garbage, reserved_host
+from rig.topology.wait import UnixSocketAccepts
+
+SERVE_UNIX = (
+    "import socket, sys, time\n"
+    "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen()\n"
+    "print('listening', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RIG_RUNTIME_DIR", str(tmp_path / "runtime"))
+    return tmp_path
+
+
+def test_reserved_host_is_loopback_and_exclusive(runtime: Path):
+    with reserved_host([2223]) as first:
+        assert first.startswith("127.") and first != "127.0.0.1"
+        with reserved_host([2223]) as second:
+            assert second != first
+
+
+def test_service_starts_waits_and_stops(runtime: Path):
+    record = RunRecord.for_this_process("test-run")
+    sock = runtime / "svc.sock"
+    spec = ServiceSpec("svc", [sys.executable, "-c", SERVE_UNIX, str(sock)],
+                       ready=UnixSocketAccepts(sock))
+    stack = LocalBackend(Endpoints("127.0.9.1"), runtime, record).start([spec])
+    pid = stack.services["svc"].pid
+    assert psutil.pid_exists(pid)
+    assert "listening" in (runtime / "svc.log").read_text()
+    stack.close()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert stack.exit_codes["svc"] == -15
+    record.remove()
+
+
+def test_a_service_that_dies_at_start_is_an_infra_error_with_its_log(runtime: Path):
+    record = RunRecord.for_this_process("test-run-2")
+    spec = ServiceSpec("bad", [sys.executable, "-c", "print('cannot bind'); raise SystemExit(4)"],
+                       ready=UnixSocketAccepts(runtime / "never.sock"))
+    with pytest.raises(InfraError, match="bad exited with code 4") as info:
+        LocalBackend(Endpoints("127.0.9.1"), runtime, record).start([spec])
+    assert "cannot bind" in info.value.logs
+    record.remove()
+
+
+def test_gc_kills_what_a_dead_run_left(runtime: Path):
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead_owner.wait()
+        leftover = runtime / "leftover"
+        leftover.mkdir()
+        record = RunRecord(run_id="killed-run", owner_pid=dead_owner.pid, owner_started=1.0)
+        record.save()
+        record.add_process("relay", orphan.pid)
+        record.add_folder(leftover)
+        report = collect_garbage()
+        assert report.runs == ["killed-run"]
+        # gc reaps it (it is our child here), so only its absence can be seen
+        assert not psutil.pid_exists(orphan.pid)
+        assert not leftover.exists()
+        assert not record.path.exists()
+    finally:
+        orphan.kill()
+
+
+def test_gc_leaves_a_live_run_alone(runtime: Path):
+    record = RunRecord.for_this_process("live-run")
+    assert collect_garbage().runs == []
+    assert record.path.exists()
+    record.remove()
