@@ -1,0 +1,349 @@
+"""Checks: pure functions from a run's series and events to verdicts.
+
+Each check is `fn(series, events, window, **params) -> Verdict`, registered in `CHECKS`
+with the pydantic model of its parameters (the scenario validates against those models,
+so a check's parameters are checked before anything starts). No I/O and no clock here.
+
+A check whose counters were never measured fails: a run that measured nothing must not pass.
+To add a check: write the parameter model and the function, decorate it with
+`@register(Params)`; the function's name is the check's name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rig.errors import UsageError
+from rig.series import Event, Series
+
+Observed = float | str | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one check: what was seen against what was allowed."""
+
+    name: str
+    passed: bool
+    observed: Observed
+    limit: Observed
+    detail: str
+
+
+@dataclass(frozen=True)
+class RunWindow:
+    """The phases of a run, in run seconds: load runs from load_start to load_stop."""
+
+    load_start: float
+    load_stop: float
+    end: float
+
+
+CheckFn = Callable[..., Verdict]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    params: type[BaseModel]
+    fn: CheckFn
+    doc: str
+
+
+CHECKS: dict[str, CheckSpec] = {}
+
+
+class Params(BaseModel):
+    """Base of every check's parameters: frozen, strict, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def register(params: type[BaseModel]) -> Callable[[CheckFn], CheckFn]:
+    def add(fn: CheckFn) -> CheckFn:
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        CHECKS[fn.__name__] = CheckSpec(fn.__name__, params, fn, doc)
+        return fn
+
+    return add
+
+
+def get_check(name: str) -> CheckSpec:
+    try:
+        return CHECKS[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown check {name!r} (allowed: {', '.join(sorted(CHECKS))})"
+        ) from None
+
+
+# -- helpers on series -------------------------------------------------------------------
+
+
+def missing(name: str, counters: Sequence[str], series: Series) -> Verdict | None:
+    """A failing verdict naming the first counter no sample has, else None."""
+    names = set(series.names())
+    absent = [c for c in counters if c not in names]
+    if not absent:
+        return None
+    what = "no samples at all" if not series.samples else "no sample has it"
+    return Verdict(name, False, None, None, f"counter {absent[0]} missing ({what})")
+
+
+def value_at(column: Sequence[tuple[float, float]], t: float) -> tuple[float, float] | None:
+    """The last (t, value) at or before t."""
+    before = [(ts, v) for ts, v in column if ts <= t]
+    return before[-1] if before else None
+
+
+def _num(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else round(value, 6)
+
+
+# -- the checks --------------------------------------------------------------------------
+
+
+class CeilingParams(Params):
+    ceiling: float = Field(gt=0, description="the peak must stay strictly below this")
+    counter: str = Field(default="kmod.pins", min_length=1)
+
+
+@register(CeilingParams)
+def pins_below_ceiling(
+    series: Series, events: Sequence[Event], window: RunWindow, *, ceiling: float, counter: str
+) -> Verdict:
+    """The counter's peak stays below the ceiling (kmod.pins below MAX_SHM_AREAS)."""
+    name = "pins_below_ceiling"
+    if (gone := missing(name, [counter], series)) is not None:
+        return gone
+    t, peak = max(series.column(counter), key=lambda tv: tv[1])
+    passed = peak < ceiling
+    detail = f"{counter} peaked at {_num(peak)} at t={t:.2f} s"
+    if not passed:
+        detail += f", not below {_num(ceiling)}"
+    return Verdict(name, passed, _num(peak), _num(ceiling), detail)
+
+
+class PhantomParams(Params):
+    tolerance: float = Field(default=0, ge=0, description="pinned shards beyond the needed ones")
+    persist: int = Field(default=2, ge=1, le=1000, description="samples an excess must last")
+
+
+NEEDED_SHARDS = ("relay.shards_active", "relay.shards_full", "relay.shards_free")
+
+
+def shard_excess(series: Series) -> list[tuple[float, float]]:
+    """(t, kmod.pins - needed shards) for each sample that has all four counters."""
+    wanted = ("kmod.pins", *NEEDED_SHARDS)
+    return [
+        (s.t, s.values["kmod.pins"] - sum(s.values[c] for c in NEEDED_SHARDS))
+        for s in series.samples
+        if all(c in s.values for c in wanted)
+    ]
+
+
+def persisting_peak(values: Sequence[float], persist: int) -> tuple[float, int]:
+    """The highest level held for `persist` consecutive values, and where that run starts.
+
+    A pin in flight (pinned, not yet inserted) shows for less than one sample, so a single
+    sample's excess is noise; an excess seen on `persist` consecutive samples is real.
+    """
+    best, where = 0.0, -1
+    for i in range(len(values) - persist + 1):
+        level = min(values[i : i + persist])
+        if level > best:
+            best, where = level, i
+    return best, where
+
+
+@register(PhantomParams)
+def no_phantom_shards(
+    series: Series, events: Sequence[Event], window: RunWindow, *, tolerance: float, persist: int
+) -> Verdict:
+    """Pins never exceed the shards the relay needs (active + full + free) for long."""
+    name = "no_phantom_shards"
+    if (gone := missing(name, ["kmod.pins", *NEEDED_SHARDS], series)) is not None:
+        return gone
+    excess = shard_excess(series)
+    if not excess:
+        return Verdict(name, False, None, _num(tolerance),
+                       "no sample has kmod.pins together with the relay's shard counters")
+    level, where = persisting_peak([e for _, e in excess], persist)
+    passed = level <= tolerance
+    if where < 0:
+        detail = f"no excess of pins over needed shards lasted {persist} samples"
+    else:
+        detail = (f"{_num(level)} pinned shard(s) beyond the needed ones for {persist}+ "
+                  f"samples from t={excess[where][0]:.2f} s")
+    return Verdict(name, passed, _num(level), _num(tolerance), detail)
+
+
+class FlatParams(Params):
+    warmup: float = Field(ge=0, description="seconds after load start before growth counts")
+    tolerance: float = Field(default=0, ge=0, description="growth allowed after the warmup")
+    counter: str = Field(default="kmod.pins", min_length=1)
+
+
+@register(FlatParams)
+def pins_flat_after_warmup(
+    series: Series,
+    events: Sequence[Event],
+    window: RunWindow,
+    *,
+    warmup: float,
+    tolerance: float,
+    counter: str,
+) -> Verdict:
+    """The counter does not grow between load_start + warmup and load_stop."""
+    name = "pins_flat_after_warmup"
+    if (gone := missing(name, [counter], series)) is not None:
+        return gone
+    start = window.load_start + warmup
+    if start >= window.load_stop:
+        return Verdict(name, False, None, _num(tolerance),
+                       f"warmup {warmup:g} s is not shorter than the load "
+                       f"({window.load_stop - window.load_start:g} s)")
+    column = series.column(counter)
+    inside = [(t, v) for t, v in column if start < t <= window.load_stop]
+    base = value_at(column, start) or (inside[0] if inside else None)
+    if base is None or not inside:
+        return Verdict(name, False, None, _num(tolerance),
+                       f"no sample of {counter} between t={start:g} s and t={window.load_stop:g} s")
+    t_peak, peak = max(inside, key=lambda tv: tv[1])
+    growth = max(0.0, peak - base[1])
+    detail = (f"{counter} went from {_num(base[1])} at t={base[0]:.2f} s "
+              f"to {_num(peak)} at t={t_peak:.2f} s")
+    return Verdict(name, growth <= tolerance, _num(growth), _num(tolerance), detail)
+
+
+class AliveParams(Params):
+    service: str = Field(default="relay", min_length=1)
+
+
+@register(AliveParams)
+def relay_alive(
+    series: Series, events: Sequence[Event], window: RunWindow, *, service: str
+) -> Verdict:
+    """The service never crashed (no `crash` event); the detail quotes its CRIT line."""
+    name = "relay_alive"
+    crashes = [e for e in events if e.kind == "crash" and e.data.get("service", service) == service]
+    if crashes:
+        first = crashes[0]
+        line = str(first.data.get("line") or "(no CRIT line)")
+        return Verdict(name, False, len(crashes), 0,
+                       f"{service} crashed at t={first.t:.2f} s: {line}")
+    if not series.samples:
+        return Verdict(name, False, None, 0, "no samples at all: nothing shows it was running")
+    return Verdict(name, True, 0, 0, f"no crash of {service}")
+
+
+class BaselineParams(Params):
+    counters: tuple[str, ...] = Field(min_length=1, strict=False)
+    within: float = Field(ge=0, description="seconds after load stop to get back")
+    tolerance: float = Field(default=0, ge=0)
+
+
+@register(BaselineParams)
+def back_to_baseline(
+    series: Series,
+    events: Sequence[Event],
+    window: RunWindow,
+    *,
+    counters: Sequence[str],
+    within: float,
+    tolerance: float,
+) -> Verdict:
+    """Each counter's last value after load_stop + within is back to its value at load start."""
+    name = "back_to_baseline"
+    if (gone := missing(name, counters, series)) is not None:
+        return gone
+    worst: tuple[float, str, str] = (-1.0, "", "")
+    for counter in counters:
+        column = series.column(counter)
+        base = value_at(column, window.load_start)
+        # when sampling ended before load_stop + within (settle <= within), the run's last
+        # sample after load stop is the latest word on the counter
+        after_stop = [(t, v) for t, v in column if t > window.load_stop]
+        settle_t = min(window.load_stop + within, after_stop[-1][0] if after_stop else math.inf)
+        after = [(t, v) for t, v in after_stop if t >= settle_t]
+        if base is None:
+            return Verdict(name, False, counter, _num(tolerance),
+                           f"no sample of {counter} at or before load start "
+                           f"(t={window.load_start:g} s)")
+        if not after:
+            return Verdict(name, False, counter, _num(tolerance),
+                           f"no sample of {counter} after load stop (t={window.load_stop:g} s)")
+        diff = abs(after[-1][1] - base[1])
+        if diff > worst[0]:
+            worst = (diff, counter, f"{counter}: {_num(base[1])} before load, "
+                                    f"{_num(after[-1][1])} at t={after[-1][0]:.2f} s")
+    diff, counter, detail = worst
+    if len(counters) > 1:
+        detail += f" (the worst of {len(counters)} counters)"
+    return Verdict(name, diff <= tolerance, f"{counter} {_num(diff)}", _num(tolerance), detail)
+
+
+class CallsParams(Params):
+    min_ratio: float = Field(ge=0, le=1, description="completed / attempted calls")
+
+
+CALL_COUNTERS = ("load.calls_completed", "load.calls_failed", "load.calls_active")
+
+
+@register(CallsParams)
+def calls_completed(
+    series: Series, events: Sequence[Event], window: RunWindow, *, min_ratio: float
+) -> Verdict:
+    """At least min_ratio of the attempted calls completed (attempted = completed + failed +
+    still active at the last sample)."""
+    name = "calls_completed"
+    if (gone := missing(name, CALL_COUNTERS, series)) is not None:
+        return gone
+    done, failed, active = (series.values(c)[-1] for c in CALL_COUNTERS)
+    attempted = done + failed + active
+    if attempted <= 0:
+        return Verdict(name, False, None, min_ratio, "no call was attempted")
+    ratio = done / attempted
+    detail = f"{_num(done)} of {_num(attempted)} calls completed ({_num(failed)} failed)"
+    return Verdict(name, ratio >= min_ratio, round(ratio, 4), min_ratio, detail)
+
+
+# -- running them ------------------------------------------------------------------------
+
+
+def validate_params(name: str, params: Mapping[str, Any] | BaseModel) -> BaseModel:
+    spec = get_check(name)
+    if isinstance(params, spec.params):
+        return params
+    try:
+        return spec.params.model_validate(dict(params))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(parameters)"
+        raise UsageError(f"check {name}: {where}: {first['msg']}") from None
+
+
+def run_checks(
+    checks: Mapping[str, Mapping[str, Any] | BaseModel | None] | Any,
+    series: Series,
+    events: Sequence[Event],
+    window: RunWindow,
+) -> list[Verdict]:
+    """Run each named check with its parameters; a None entry means the check is off.
+
+    `checks` is a mapping of name -> parameters, or anything with `.items()` giving those
+    (a scenario's `checks`).
+    """
+    verdicts = []
+    for name, raw in checks.items():
+        if raw is None:
+            continue
+        params = validate_params(name, raw)
+        spec = CHECKS[name]
+        verdicts.append(spec.fn(series, events, window, **dict(params)))
+    return verdicts

@@ -1,0 +1,319 @@
+"""Plots of a run folder (PNG) and one self-contained HTML report of one or more runs.
+
+`plot_run(folder)` draws `plots/pins.png` (pins against the ceiling, with burst and crash
+markers, and the relay's shards beside it) and `plots/load.png` (calls and RTP packets).
+`html_report(folders, out)` writes one HTML file with the PNGs embedded, inline CSS and no
+external reference; several runs get a side-by-side comparison first.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rig.results import read_events, read_series, read_summary
+from rig.series import Event, Series
+
+PLOTS = ("pins.png", "load.png")
+SHARD_LINES = (
+    ("relay.shards_active", "active"),
+    ("relay.shards_full", "full"),
+    ("relay.shards_free", "free (recycled)"),
+)
+
+
+# -- plots -------------------------------------------------------------------------------
+
+
+def ceiling_of(summary: Mapping[str, Any]) -> float | None:
+    for check in summary.get("checks", []):
+        limit = check.get("limit")
+        if check.get("name") == "pins_below_ceiling" and isinstance(limit, int | float):
+            return float(limit)
+    return None
+
+
+def phantoms(series: Series) -> list[tuple[float, float]]:
+    """(t, shards_total - needed shards) where the relay reported all four counters."""
+    wanted = ["relay.shards_total", *(name for name, _ in SHARD_LINES)]
+    return [
+        (s.t, s.values[wanted[0]] - sum(s.values[c] for c in wanted[1:]))
+        for s in series.samples
+        if all(c in s.values for c in wanted)
+    ]
+
+
+def rate(column: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Per-second rate of a cumulative counter, between consecutive samples."""
+    return [
+        (t1, (v1 - v0) / (t1 - t0))
+        for (t0, v0), (t1, v1) in zip(column, column[1:], strict=False)
+        if t1 > t0
+    ]
+
+
+def title_of(summary: Mapping[str, Any], what: str) -> str:
+    name = summary.get("scenario", {}).get("name") or summary.get("run_id", "run")
+    patches = summary.get("sut", {}).get("patches") or []
+    sut = f" + {', '.join(patches)}" if patches else " (stock)"
+    return f"{name}{sut}: {what} ({str(summary.get('verdict', '?')).upper()})"
+
+
+def _line(ax: Any, points: Sequence[tuple[float, float]], label: str, **style: Any) -> bool:
+    if not points:
+        return False
+    ts, vs = zip(*points, strict=True)
+    ax.step(ts, vs, where="post", label=label, **style)
+    return True
+
+
+def mark_events(ax: Any, events: Sequence[Event]) -> None:
+    """Bursts as thin grey lines, the load phase shaded, a crash as a red line."""
+    bursts = [e.t for e in events if e.kind == "burst"]
+    for i, t in enumerate(bursts):
+        ax.axvline(t, color="tab:orange", linewidth=0.8, linestyle="--", alpha=0.7,
+                   label="burst" if i == 0 else None)
+    starts = [e.t for e in events if e.kind == "load_start"]
+    stops = [e.t for e in events if e.kind == "load_stop"]
+    if starts and stops:
+        ax.axvspan(starts[0], stops[-1], color="tab:blue", alpha=0.05, label="load")
+    for i, e in enumerate(e for e in events if e.kind == "crash"):
+        ax.axvline(e.t, color="red", linewidth=2, label="crash" if i == 0 else None)
+        ax.annotate(f"{e.data.get('service', '')} crash", (e.t, 0.02),
+                    xycoords=("data", "axes fraction"), xytext=(-4, 0), textcoords="offset points",
+                    color="red", fontsize=9, rotation=90, ha="right", va="bottom")
+
+
+def finish_axes(ax: Any, integer_counts: bool = True) -> None:
+    """Grid, legend, counts from zero with headroom so a flat line is not hidden in the frame."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_ylim(0, max(ax.get_ylim()[1], 1.0) * 1.3)
+    if integer_counts:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries:
+        ax.legend(loc="upper left", fontsize=8, ncols=2 if entries > 3 else 1)
+
+
+def no_data(ax: Any, what: str) -> None:
+    ax.text(0.5, 0.5, f"no {what} measured", transform=ax.transAxes, ha="center",
+            va="center", color="0.4")
+
+
+def plot_pins(series: Series, events: Sequence[Event], summary: Mapping[str, Any],
+              out: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 4.8), layout="constrained")
+    pins_ax, shards_ax = fig.subplots(1, 2, sharex=True, width_ratios=(3, 2))
+    drawn = _line(pins_ax, series.column("kmod.pins"), "kmod Memory pins", color="tab:red",
+                  linewidth=2)
+    _line(pins_ax, series.column("relay.shards_total"), "relay shards (pinned, held)",
+          color="tab:purple", linestyle="--")
+    ceiling = ceiling_of(summary)
+    if ceiling is not None:
+        pins_ax.axhline(ceiling, color="black", linestyle="--", linewidth=1,
+                        label=f"ceiling ({ceiling:g})")
+    if not drawn:
+        no_data(pins_ax, "kmod.pins")
+    mark_events(pins_ax, events)
+    pins_ax.set(title=title_of(summary, "kernel memory pins"), xlabel="time since run start (s)",
+                ylabel="pins (count)")
+
+    colors = ("tab:green", "tab:blue", "tab:gray")
+    any_shard = False
+    for (name, label), color in zip(SHARD_LINES, colors, strict=True):
+        any_shard |= _line(shards_ax, series.column(name), label, color=color)
+    any_shard |= _line(shards_ax, phantoms(series), "phantom (pinned, unused)", color="tab:red",
+                       linewidth=2)
+    if not any_shard:
+        no_data(shards_ax, "shard counters")
+    mark_events(shards_ax, [e for e in events if e.kind == "crash"])
+    shards_ax.set(title="relay bufferpool shards", xlabel="time since run start (s)",
+                  ylabel="shards (count)")
+    finish_axes(pins_ax)
+    finish_axes(shards_ax)
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def plot_load(series: Series, events: Sequence[Event], summary: Mapping[str, Any],
+              out: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    calls_ax, rtp_ax = fig.subplots(1, 2, sharex=True)
+    drawn = _line(calls_ax, series.column("load.calls_active"), "calls active", color="tab:blue")
+    drawn |= _line(calls_ax, series.column("relay.sessions"), "relay sessions",
+                   color="tab:purple", linestyle="--")
+    if not drawn:
+        no_data(calls_ax, "call counters")
+    mark_events(calls_ax, events)
+    calls_ax.set(title=title_of(summary, "calls"), xlabel="time since run start (s)",
+                 ylabel="calls (count)")
+    drawn = _line(rtp_ax, rate(series.column("load.rtp_sent")), "RTP sent", color="tab:green")
+    drawn |= _line(rtp_ax, rate(series.column("load.rtp_received")), "RTP received",
+                   color="tab:red", linestyle="--")
+    if not drawn:
+        no_data(rtp_ax, "RTP counters")
+    mark_events(rtp_ax, [e for e in events if e.kind == "crash"])
+    rtp_ax.set(title="RTP through the relay", xlabel="time since run start (s)",
+               ylabel="packets per second")
+    finish_axes(calls_ax)
+    finish_axes(rtp_ax, integer_counts=False)
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def plot_run(folder: Path) -> list[Path]:
+    """Draw the run's PNGs into <folder>/plots/ and return their paths."""
+    folder = Path(folder)
+    summary = read_summary(folder)
+    series, events = read_series(folder), read_events(folder)
+    plots = folder / "plots"
+    plots.mkdir(exist_ok=True)
+    return [
+        plot_pins(series, events, summary, plots / PLOTS[0]),
+        plot_load(series, events, summary, plots / PLOTS[1]),
+    ]
+
+
+# -- HTML --------------------------------------------------------------------------------
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+.pass { color: #176617; font-weight: bold; }
+.fail, .error { color: #b00020; font-weight: bold; }
+.incomplete { color: #8a6d00; font-weight: bold; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+section { border-top: 2px solid #444; margin-top: 2em; }
+"""
+
+
+def esc(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else str(round(value, 4))
+    return html.escape(str(value))
+
+
+def verdict_span(verdict: Any) -> str:
+    word = str(verdict)
+    return f'<span class="{esc(word)}">{esc(word.upper())}</span>'
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Cells in `rows` are already HTML (escaped by the caller)."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def checks_table(summary: Mapping[str, Any]) -> str:
+    rows = [
+        [esc(c.get("name")), verdict_span("pass" if c.get("passed") else "fail"),
+         esc(c.get("observed")), esc(c.get("limit")), esc(c.get("detail"))]
+        for c in summary.get("checks", [])
+    ]
+    return table(["check", "passed", "observed", "limit", "detail"], rows)
+
+
+def counters_table(summary: Mapping[str, Any]) -> str:
+    rows = [
+        [esc(name), *(esc(stats.get(k)) for k in ("first", "peak", "last"))]
+        for name, stats in sorted(summary.get("counters", {}).items())
+    ]
+    return table(["counter", "first", "peak", "last"], rows)
+
+
+def numbers_table(block: Mapping[str, Any]) -> str:
+    rows = [[esc(k), esc(v)] for k, v in block.items() if not isinstance(v, dict | list)]
+    return table(["", "value"], rows)
+
+
+def embedded_plots(folder: Path) -> str:
+    images = []
+    pngs = sorted((folder / "plots").glob("*.png"),
+                  key=lambda p: (PLOTS.index(p.name) if p.name in PLOTS else len(PLOTS), p.name))
+    for png in pngs:
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        images.append(f'<img alt="{esc(png.stem)}" src="data:image/png;base64,{data}">')
+    return "\n".join(images) or "<p>no plots</p>"
+
+
+def run_section(folder: Path, summary: Mapping[str, Any]) -> str:
+    scenario = summary.get("scenario", {})
+    sut = summary.get("sut", {})
+    patches = ", ".join(sut.get("patches") or []) or "none"
+    parts = [
+        f"<section><h2>{esc(folder.name)}: {verdict_span(summary.get('verdict'))}</h2>",
+        f"<p>scenario <b>{esc(scenario.get('name'))}</b>: {esc(scenario.get('description'))}"
+        f"<br>commit {esc(sut.get('commit'))}, patches {esc(patches)}</p>",
+    ]
+    if summary.get("error"):
+        parts.append(f"<p class=\"error\">error: {esc(summary['error'])}</p>")
+    parts += ["<h3>Checks</h3>", checks_table(summary)]
+    for title, key in (("Load", "load"), ("Bursts", "bursts"), ("Timing", "timing")):
+        if summary.get(key):
+            parts += [f"<h3>{title}</h3>", numbers_table(summary[key])]
+    parts += ["<h3>Counters</h3>", counters_table(summary), "<h3>Plots</h3>",
+              embedded_plots(folder), "</section>"]
+    return "\n".join(parts)
+
+
+def comparison(folders: Sequence[Path], summaries: Sequence[Mapping[str, Any]]) -> str:
+    """One row per check (and a few key numbers), one column per run."""
+    names: dict[str, None] = {}
+    for summary in summaries:
+        for check in summary.get("checks", []):
+            names.setdefault(check["name"], None)
+    rows = [["patches", *(esc(", ".join(s.get("sut", {}).get("patches") or []) or "stock")
+                          for s in summaries)],
+            ["verdict", *(verdict_span(s.get("verdict")) for s in summaries)]]
+    for name in names:
+        row = [esc(name)]
+        for summary in summaries:
+            check = next((c for c in summary.get("checks", []) if c["name"] == name), None)
+            row.append("-" if check is None else
+                       f"{verdict_span('pass' if check['passed'] else 'fail')} "
+                       f"{esc(check.get('observed'))}")
+        rows.append(row)
+    peak = [esc(s.get("counters", {}).get("kmod.pins", {}).get("peak")) for s in summaries]
+    done = [esc(s.get("load", {}).get("calls_completed")) for s in summaries]
+    rows += [["peak kmod.pins", *peak], ["calls completed", *done]]
+    return "<h2>Comparison</h2>" + table(["", *(f.name for f in folders)], rows)
+
+
+def html_report(folders: Sequence[Path], out: Path) -> Path:
+    """Write one self-contained HTML file for the given run folders; returns its path."""
+    folders = [Path(f) for f in folders]
+    summaries = [read_summary(f) for f in folders]
+    for folder in folders:
+        if not any((folder / "plots").glob("*.png")) and (folder / "series.csv").is_file():
+            plot_run(folder)
+    title = "rig report: " + ", ".join(f.name for f in folders)
+    body = [f"<h1>{esc(title)}</h1>"]
+    if len(folders) > 1:
+        body.append(comparison(folders, summaries))
+    body += [run_section(f, s) for f, s in zip(folders, summaries, strict=True)]
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n"
+        + "\n".join(body) + "\n</body></html>\n"
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
