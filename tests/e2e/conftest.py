@@ -2,10 +2,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PIN_RACE = ROOT / "scenarios" / "pin-race.yaml"
-PATCHES = ROOT / "scenarios" / "patches"
-
 
 @pytest.fixture(autouse=True)
 def private_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .conftest import PIN_RACE
+PIN_RACE = Path(__file__).resolve().parents[2] / "scenarios" / "pin-race.yaml"
 
 pytestmark = [pytest.mark.e2e]
 

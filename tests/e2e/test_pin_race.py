@@ -4,11 +4,13 @@ patch passes it, and the 32-pin ceiling patch delays the abort."""
 from pathlib import Path
 
 import pytest
-from rig.results import read_events
 
+from rig.results import read_events
 from rig.runner import RunRequest, run_scenario
 
-from .conftest import PATCHES, PIN_RACE
+ROOT = Path(__file__).resolve().parents[2]
+PIN_RACE = ROOT / "scenarios" / "pin-race.yaml"
+PATCHES = ROOT / "scenarios" / "patches"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
