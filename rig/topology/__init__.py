@@ -70,7 +70,10 @@ class Backend(Protocol):
 
 
 BackendFactory = Callable[..., Backend]
-BACKENDS: dict[str, str] = {"local": "rig.topology.local:LocalBackend"}
+BACKENDS: dict[str, str] = {
+    "local": "rig.topology.local:LocalBackend",
+    "docker": "rig.topology.docker:DockerBackend",
+}
 
 
 def backend_class(name: str) -> BackendFactory:

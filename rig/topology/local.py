@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rig.errors import InfraError
 from rig.topology import Endpoints, ServiceSpec
-from rig.topology.runtime import RUN_ID_ENV, RunRecord
+from rig.topology.runtime import RunRecord, process_labels
 from rig.topology.wait import ServiceDied, wait_until_ready
 
 PR_SET_PDEATHSIG = 1
@@ -100,7 +100,7 @@ class LocalBackend:
 
     def _start_one(self, spec: ServiceSpec) -> LocalService:
         log_path = self.logs_dir / f"{spec.name}.log"
-        env = {**os.environ, **dict(spec.env), RUN_ID_ENV: self.record.run_id}
+        env = {**os.environ, **dict(spec.env), **process_labels(self.record.run_id)}
         env["PYTHONUNBUFFERED"] = "1"
         with open(log_path, "ab") as log:
             try:

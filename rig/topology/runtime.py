@@ -24,6 +24,7 @@ import psutil
 from rig.errors import InfraError
 
 RUN_ID_ENV = "RIG_RUN_ID"
+RUNTIME_ENV = "RIG_RUNTIME_LABEL"  # which runtime folder a labelled process belongs to
 
 
 def runtime_dir() -> Path:
@@ -159,17 +160,32 @@ def collect_garbage() -> GcReport:
                 removed += 1
         path.unlink(missing_ok=True)
     killed += _kill_orphans_by_label()
+    from rig.topology.docker import remove_orphan_containers  # 0 without an engine
+
+    killed += remove_orphan_containers()
     return GcReport(runs=runs, processes=killed, folders=removed)
 
 
+def process_labels(run_id: str) -> dict[str, str]:
+    """Environment entries that mark a process as started by this run on this runtime."""
+    return {RUN_ID_ENV: run_id, RUNTIME_ENV: str(runtime_dir())}
+
+
 def _kill_orphans_by_label() -> int:
-    """Processes that carry a run label whose run record is gone (the record write was lost)."""
+    """Processes that carry a run label whose run record is gone (the record write was lost).
+
+    Only processes of this runtime folder: other rigs on the machine are not ours to kill.
+    """
     live_runs = {p.stem for p in (runtime_dir() / "runs").glob("*.json")}
+    ours = str(runtime_dir())
     killed = 0
     for proc in psutil.process_iter(["pid"]):
         try:
-            label = proc.environ().get(RUN_ID_ENV)
+            env = proc.environ()
         except psutil.Error:
+            continue
+        label = env.get(RUN_ID_ENV)
+        if env.get(RUNTIME_ENV) != ours:
             continue
         if label and label not in live_runs and proc.pid != os.getpid():
             _kill(proc)

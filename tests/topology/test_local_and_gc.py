@@ -1,5 +1,7 @@
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -8,7 +10,7 @@ import pytest
 from rig.errors import InfraError
 from rig.topology import Endpoints, ServiceSpec
 from rig.topology.local import LocalBackend
-from rig.topology.runtime import RunRecord, collect_garbage, reserved_host
+from rig.topology.runtime import RunRecord, collect_garbage, process_labels, reserved_host
 from rig.topology.wait import UnixSocketAccepts
 
 SERVE_UNIX = (
@@ -83,3 +85,27 @@ def test_gc_leaves_a_live_run_alone(runtime: Path):
     assert collect_garbage().runs == []
     assert record.path.exists()
     record.remove()
+
+
+def test_gc_spares_labelled_processes_of_another_runtime(runtime: Path):
+    other = {"RIG_RUN_ID": "someone-elses-run", "RIG_RUNTIME_LABEL": str(runtime / "elsewhere")}
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                env={**os.environ, **other})
+    try:
+        collect_garbage()
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_gc_kills_a_labelled_orphan_of_its_own_runtime(runtime: Path):
+    labels = process_labels("run-without-record")
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                              env={**os.environ, **labels})
+    try:
+        time.sleep(0.2)  # let the child exec so its environment is readable
+        assert collect_garbage().processes >= 1
+        assert not psutil.pid_exists(orphan.pid)
+    finally:
+        orphan.kill()

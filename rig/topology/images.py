@@ -1,0 +1,106 @@
+"""Images of the services, built from `containers/<service>` with the Docker SDK.
+
+An image is tagged with the content hash of its (possibly patched) source folder, so an
+unchanged service is never rebuilt and two commits that differ only elsewhere share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rig.errors import InfraError
+from rig.topology.source import tree_hash
+
+DEFAULT_BASE = "rig-base:bookworm"
+MAKE_BASE_HINT = "containers/base/make-base.sh (or pass base='debian:bookworm-slim')"
+SOURCE_LABEL = "rig.source-hash"
+ERROR_TAIL_LINES = 20
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Image:
+    service: str
+    tag: str
+    built: bool  # False when an image of the same sources already existed
+
+
+def image_tag(service: str, context: Path) -> str:
+    return f"rig-{service}:{tree_hash(context)}"
+
+
+def build_lines(chunks: Iterable[Mapping[str, Any]], progress: Progress) -> list[str]:
+    """Follow the engine's build stream; raise InfraError on its error message."""
+    lines: list[str] = []
+    error = ""
+    for chunk in chunks:  # read to the end even after an error, so the connection closes
+        if "error" in chunk:
+            error = error or str(chunk["error"]).strip()
+        for line in str(chunk.get("stream", "")).rstrip().splitlines():
+            lines.append(line)
+            progress(line)
+    if error:
+        tail = "\n".join(lines[-ERROR_TAIL_LINES:])
+        raise InfraError(f"image build failed: {error}", logs=tail)
+    return lines
+
+
+def require_base(client: Any, base: str) -> None:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(base)
+    except ImageNotFound:
+        if base != DEFAULT_BASE:
+            return  # another base (debian:bookworm-slim): the engine pulls it while building
+        raise InfraError(f"base image {base} not found: make it with {MAKE_BASE_HINT}") from None
+
+
+def build_image(
+    client: Any,
+    service: str,
+    context: Path,
+    base: str = DEFAULT_BASE,
+    progress: Progress = print,
+) -> Image:
+    """Build `containers/<service>` (or a patched copy) unless its hash tag exists."""
+    from docker.errors import APIError, ImageNotFound
+
+    if not (context / "Dockerfile").is_file():
+        raise InfraError(f"{service}: no Dockerfile in {context}")
+    tag = image_tag(service, context)
+    try:
+        client.images.get(tag)
+        return Image(service, tag, built=False)
+    except ImageNotFound:
+        pass
+    require_base(client, base)
+    progress(f"building {tag} from {context.name}/ on {base}")
+    try:
+        chunks = client.api.build(
+            path=str(context),
+            tag=tag,
+            buildargs={"BASE": base},
+            network_mode="host",  # apt-get inside the build reaches the Debian mirror
+            labels={SOURCE_LABEL: tag.rsplit(":", 1)[1]},
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        build_lines(chunks, progress)
+    except APIError as exc:
+        raise InfraError(f"image build of {service} failed: {exc.explanation or exc}") from exc
+    return Image(service, tag, built=True)
+
+
+def build_images(
+    client: Any, contexts: Mapping[str, Path], base: str = DEFAULT_BASE,
+    progress: Progress = print,
+) -> dict[str, Image]:
+    """One image per service, in order; the first failure stops the rest."""
+    return {name: build_image(client, name, path, base, progress)
+            for name, path in contexts.items()}
