@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import KmodProcess
+from kmod_helpers import KmodProcess
 from relay_helpers import RelayProcess, rtp_endpoints, rtp_packet, running_relay, set_up_call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

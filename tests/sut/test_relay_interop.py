@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KmodProcess
+from kmod_helpers import KmodProcess
 from relay_helpers import (
     NgClient,
     answer_sdp,

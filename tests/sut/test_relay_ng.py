@@ -13,7 +13,7 @@ from pathlib import Path
 
 import bencodepy
 import pytest
-from conftest import CONTAINERS, KmodProcess, running_kmod
+from kmod_helpers import CONTAINERS, KmodProcess, running_kmod
 from relay_helpers import (
     RELAY_DIR,
     NgClient,
