@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO   := results/demo
 
-.PHONY: venv demo test test-fast bench lint gc clean
+.PHONY: venv demo demo-bisect gate test test-fast bench lint gc clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,21 @@ demo: venv
 		--patch scenarios/patches/relay-reserve-slot-first.patch; test $$? -le 1
 	@echo "== side by side"
 	@$(BIN)/rig report $(DEMO)/stock $(DEMO)/fixed --out $(DEMO)/report.html
+
+# A generated 16-commit history of the model SUT whose commit 11 removes the fix, bisected
+# with the real scenario (each run fails only sometimes, so the search is statistical).
+demo-bisect: venv
+	@rm -rf results/demo-bisect
+	@$(BIN)/rig demo-history results/demo-bisect/repo --commits 16 --culprit 11
+	@$(BIN)/rig bisect results/demo-bisect/repo/scenarios/pin-race.yaml \
+		--repo results/demo-bisect/repo --good HEAD~15 --bad HEAD --out results/demo-bisect/out \
+		--set duration=10 --set settle=1 --set checks.pins_flat_after_warmup.warmup=4
+
+# The CI gate on the shipped scenarios. The shipped relay carries the pin race on purpose,
+# so this fails until a fix is applied: `make gate GATE_ARGS="--patch scenarios/patches/..."`.
+gate: venv
+	$(BIN)/rig gate scenarios/pin-race.yaml --junit results/gate/junit.xml \
+		--markdown results/gate/summary.md $(GATE_ARGS)
 
 test: venv
 	$(BIN)/pytest

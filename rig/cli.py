@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "or results/compare.html for several)")
 
     sub.add_parser("gc", help="remove processes and folders left by killed runs")
+
+    from rig.commits.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -118,10 +122,13 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rig.commits.cli import COMMANDS as COMMIT_COMMANDS
+
     args = build_parser().parse_args(argv)
+    commands = {**COMMANDS, **COMMIT_COMMANDS}
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        return COMMANDS[args.command](args)
+        return commands[args.command](args)
     except InfraError as exc:
         print(f"rig: infrastructure error: {exc}", file=sys.stderr)
         if exc.logs:

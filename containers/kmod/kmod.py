@@ -255,6 +255,9 @@ class ControlHandler(socketserver.StreamRequestHandler):
 class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
+    # every worker thread of every relay connects at start-up; socketserver's default of 5
+    # pending connections refuses some of them when the machine is busy
+    request_queue_size = 128
 
     def __init__(self, path: Path, module: Module) -> None:
         self.module = module

@@ -1,0 +1,152 @@
+"""`rig sweep`: one counter's peak across a range of commits, with its ceiling.
+
+Where bisect asks "which commit broke it", a sweep shows how a counter moved over history:
+it runs the scenario once at every k-th commit of A..B (the last one always included) and
+plots the peak of the counter per commit against the ceiling its check enforces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rig.commits.gate import peaks_of, write_json_atomic
+from rig.commits.worktree import Commit, checkout, commit_range, repo_root
+from rig.errors import InfraError, ScenarioError, UsageError
+from rig.runner import RunOutcome, RunRequest
+
+SWEEP_SCHEMA = 1
+RunFn = Callable[[RunRequest], RunOutcome]
+CheckoutFn = Callable[[Path, str], AbstractContextManager[Path]]
+# the check whose limit is the ceiling of a counter, when --ceiling is not given
+CEILING_CHECKS = {"kmod.pins": "pins_below_ceiling"}
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    commit: str
+    subject: str
+    verdict: str  # pass | fail | skip (would not build or start)
+    peak: float | None
+    folder: str | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    counter: str
+    ceiling: float | None
+    points: tuple[SweepPoint, ...]
+
+
+def every_kth(commits: Sequence[Commit], k: int) -> list[Commit]:
+    """Commits 0, k, 2k, ... of the range, and always the last one."""
+    if k < 1:
+        raise UsageError(f"--every must be at least 1, got {k}")
+    picked = list(commits[::k])
+    if picked[-1] != commits[-1]:
+        picked.append(commits[-1])
+    return picked
+
+
+def ceiling_from(summary: Mapping[str, Any], counter: str) -> float | None:
+    check = CEILING_CHECKS.get(counter)
+    for verdict in summary.get("checks", []):
+        if verdict.get("name") == check and isinstance(verdict.get("limit"), int | float):
+            return float(verdict["limit"])
+    return None
+
+
+def sweep_point(run: RunFn, request: RunRequest, commit: Commit,
+                counter: str) -> tuple[SweepPoint, float | None]:
+    """The point of one commit, and the ceiling its run reports (if any)."""
+    try:
+        outcome = run(request)
+    except ScenarioError:
+        raise
+    except (InfraError, UsageError) as exc:
+        return SweepPoint(commit.sha, commit.subject, "skip", None, None, str(exc)), None
+    peak = peaks_of(outcome.summary).get(counter)
+    detail = "" if peak is not None else f"no counter {counter} in the run"
+    point = SweepPoint(commit.sha, commit.subject, outcome.verdict, peak, str(outcome.folder),
+                       detail)
+    return point, ceiling_from(outcome.summary, counter)
+
+
+def sweep(
+    repo: Path,
+    span: str,
+    scenario: Path,
+    out: Path,
+    run: RunFn,
+    *,
+    every: int = 1,
+    counter: str = "kmod.pins",
+    ceiling: float | None = None,
+    overrides: tuple[str, ...] = (),
+    patches: tuple[Path, ...] = (),
+    checkout_at: CheckoutFn = checkout,
+    on_point: Callable[[SweepPoint], None] = lambda point: None,
+) -> SweepResult:
+    """Run the scenario at every k-th commit of span; writes sweep.json and sweep.png."""
+    repo = repo_root(repo)
+    if not scenario.is_file():
+        raise UsageError(f"scenario not found: {scenario}")
+    commits = every_kth(commit_range(repo, span), every)
+    out.mkdir(parents=True, exist_ok=True)
+    points: list[SweepPoint] = []
+    seen_ceiling = ceiling
+    for commit in commits:
+        with checkout_at(repo, commit.sha) as tree:
+            request = RunRequest(scenario_path=scenario.resolve(), overrides=overrides,
+                                 patches=patches, results_root=out / "runs", repo=tree,
+                                 progress=False)
+            point, reported = sweep_point(run, request, commit, counter)
+        seen_ceiling = seen_ceiling if seen_ceiling is not None else reported
+        points.append(point)
+        on_point(point)
+        result = SweepResult(counter, seen_ceiling, tuple(points))
+        write_json_atomic(out / "sweep.json", sweep_json(result, repo, span, scenario))
+    result = SweepResult(counter, seen_ceiling, tuple(points))
+    plot_sweep(result, out / "sweep.png")
+    return result
+
+
+def sweep_json(result: SweepResult, repo: Path, span: str, scenario: Path) -> dict[str, Any]:
+    return {"schema_version": SWEEP_SCHEMA, "repo": str(repo), "range": span,
+            "scenario": str(scenario), "counter": result.counter, "ceiling": result.ceiling,
+            "points": [asdict(p) for p in result.points]}
+
+
+def plot_sweep(result: SweepResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = range(len(result.points))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.4 * len(result.points) + 2), 3.8))
+    ran = [(x, p.peak, p.verdict) for x, p in zip(xs, result.points, strict=True)
+           if p.peak is not None]
+    ax.plot([x for x, _, _ in ran], [peak for _, peak, _ in ran], marker="o",
+            color="tab:blue", label=f"peak {result.counter}")
+    failed = [(x, peak) for x, peak, verdict in ran if verdict == "fail"]
+    ax.scatter([x for x, _ in failed], [peak for _, peak in failed], color="tab:red",
+               zorder=3, label="run failed")
+    for x, p in zip(xs, result.points, strict=True):
+        if p.verdict == "skip":
+            ax.axvline(x, color="lightgray", linestyle=":", linewidth=1)
+    if result.ceiling is not None:
+        ax.axhline(result.ceiling, color="black", linestyle="--", linewidth=0.8,
+                   label=f"ceiling {result.ceiling:g}")
+    ax.set_xticks(list(xs), [p.commit[:7] for p in result.points], rotation=70, fontsize=7)
+    ax.set_ylabel(result.counter)
+    ax.set_title(f"sweep: peak {result.counter} per commit")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,39 @@
+"""The real thing: a 16-commit demo history of the model SUT, the real runner and pin-race.
+
+Each scenario run takes several seconds, and a bisect needs a dozen or more of them.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from rig.commits.bisect import BisectArgs, bisect
+from rig.commits.history import FIX_PATCH, RIG_ROOT, build_demo_history
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(not (RIG_ROOT / FIX_PATCH).is_file(), reason="model SUT not in this tree"),
+]
+# the warmup of pins_flat_after_warmup must end well inside the shortened load
+SHORT = ("duration=10", "settle=1", "checks.pins_flat_after_warmup.warmup=4")
+
+
+@pytest.fixture(autouse=True)
+def private_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIG_RUNTIME_DIR", str(tmp_path / "runtime"))
+
+
+@pytest.mark.parametrize("culprit", [1, 8, 15])
+def test_bisect_finds_the_commit_that_removed_the_fix(tmp_path: Path, culprit: int):
+    from rig.runner import run_scenario
+
+    history = build_demo_history(tmp_path / "demo", commits=16, culprit=culprit)
+    args = BisectArgs(history.root, "HEAD~15", "HEAD",
+                      history.root / "scenarios" / "pin-race.yaml",
+                      max_runs=60, overrides=SHORT)
+    result = bisect(args, tmp_path / "out", run_scenario)
+    assert result.reason == "confident", result
+    assert result.best == culprit
+    assert result.culprit.sha == history.commits[culprit].sha
+    assert (tmp_path / "out" / "bisect.json").is_file()
