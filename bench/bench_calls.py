@@ -1,0 +1,259 @@
+"""SIP calls per second: rig UAC -> rig UAS vs SIPp UAC -> SIPp UAS, back to back, no media.
+
+Each side runs as two processes (caller, callee) on loopback, at each offered rate for a
+fixed number of seconds with a concurrency cap; the number is completed calls per wall
+second. The headline is the best rig rate over the best SIPp rate, measured in the same
+run on the same (possibly shared, so noisy) machine. Saved to results/bench/calls.json.
+
+    python bench/bench_calls.py [--seconds 8] [--rates 1000,2000,4000,8000] [--limit 200]
+    python bench/bench_calls.py --profile   # one rig run under pyinstrument, if installed
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rig.load.calls import SipTimers, Uas  # noqa: E402
+from rig.load.driver import CallPlan, LoadDriver, Targets  # noqa: E402
+
+OUT = ROOT / "results" / "bench" / "calls.json"
+HOST = "127.0.3.11"  # caller and callee on one address, as the driver's Targets have it
+STARTUP_S = 0.5
+SOCKET_BUFFER = 4 * 1024 * 1024  # what the rig's SIP sockets ask for too
+
+
+@dataclass(frozen=True)
+class Measurement:
+    tool: str
+    offered_cps: int
+    seconds: float
+    completed: int
+    failed: int
+
+    @property
+    def cps(self) -> float:
+        return self.completed / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_loop(job: Any) -> Any:
+    """Run a coroutine on uvloop when it is installed (and not turned off), else asyncio."""
+    if os.environ.get("RIG_BENCH_UVLOOP", "1") == "1":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(job)
+    return asyncio.run(job)
+
+
+def loop_name() -> str:
+    if os.environ.get("RIG_BENCH_UVLOOP", "1") != "1":
+        return "asyncio"
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    return f"uvloop {uvloop.__version__}"
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def background(argv: list[str], cwd: Path | None = None, verbose: bool = False) -> Any:
+    """A callee process that is killed on the way out, whatever happened."""
+    output = None if verbose else subprocess.DEVNULL
+    process = subprocess.Popen(argv, cwd=cwd, stdout=output, stderr=subprocess.DEVNULL,
+                               stdin=subprocess.DEVNULL, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# ---- rig -------------------------------------------------------------------------------
+
+
+async def serve_uas(host: str, port: int, seconds: float) -> dict[str, int]:
+    async with Uas((host, port), SipTimers()) as uas:
+        await asyncio.sleep(seconds)
+        return {"completed": uas.counts.completed, "failed": uas.counts.failed,
+                "cpu_s": round(time.process_time(), 3)}
+
+
+def run_rig(rate: int, seconds: float, limit: int, profile: bool = False) -> Measurement:
+    uas_port = free_port(HOST)
+    callee = [sys.executable, __file__, "--serve-uas", f"{HOST}:{uas_port}",
+              "--seconds", str(seconds + 15)]
+    plan = CallPlan(cps=rate, max_concurrent=limit, hold=0.0, outcomes={"answered": 1.0},
+                    no_answer_timeout=1.0, rtp=None)
+    targets = Targets(HOST, free_port(HOST), uas_port, rtp_ports=(40000, 40001))
+    with background(callee):
+        time.sleep(STARTUP_S)
+        driver = LoadDriver(plan, None, targets, lambda kind, data: None, own_uas=False,
+                            uas_hangup_share=0.0)
+        job = lambda: run_loop(counted_at_end(driver, seconds))  # noqa: E731
+        completed, failed = profiled(job) if profile else job()
+    return Measurement("rig", rate, seconds, completed, failed)
+
+
+async def counted_at_end(driver: LoadDriver, seconds: float) -> tuple[int, int]:
+    """Completed and failed calls at the end of the window (calls ending later not counted)."""
+    run = asyncio.ensure_future(driver.run(seconds))
+    await asyncio.sleep(seconds)
+    snapshot = driver.snapshot()
+    await run
+    return int(snapshot["load.calls_completed"]), int(snapshot["load.calls_failed"])
+
+
+def profiled(job: Any) -> Any:
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        print("pyinstrument is not installed; running without the profiler")
+        return job()
+    profiler = Profiler()
+    profiler.start()
+    try:
+        return job()
+    finally:
+        profiler.stop()
+        print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+# ---- SIPp ------------------------------------------------------------------------------
+
+
+def run_sipp(sipp: str, rate: int, seconds: float, limit: int) -> Measurement:
+    """SIPp's uac against SIPp's uas for `seconds`, counted from its per-second CSV stats."""
+    uas_port, uac_port = free_port(HOST), free_port(HOST)
+    with tempfile.TemporaryDirectory(prefix="rig-bench-sipp-") as tmp:
+        folder = Path(tmp)
+        common = ["-nostdin", "-buff_size", str(SOCKET_BUFFER)]
+        callee = [sipp, "-sn", "uas", "-i", HOST, "-p", str(uas_port), *common,
+                  "-timeout", f"{seconds + 15:.0f}s"]
+        caller = [sipp, "-sn", "uac", "-i", HOST, "-p", str(uac_port), f"{HOST}:{uas_port}",
+                  "-r", str(rate), "-l", str(limit), *common, "-trace_stat",
+                  "-stf", str(folder / "stats.csv"), "-fd", "1"]
+        with background(callee, folder), background(caller, folder):
+            # SIPp waits for every call it started, and a lost datagram can hold its default
+            # scenario for long: stop it at the end of the window and read its last stats
+            time.sleep(STARTUP_S + seconds + 1.2)
+        completed, failed, elapsed = sipp_stats(folder / "stats.csv")
+    return Measurement("sipp", rate, elapsed, completed, failed)
+
+
+def sipp_stats(csv_path: Path) -> tuple[int, int, float]:
+    """(successful, failed, seconds since start) from the last row of SIPp's -trace_stat."""
+    rows = [line.split(";") for line in csv_path.read_text().splitlines() if line.strip()]
+    if len(rows) < 2:
+        raise RuntimeError(f"SIPp wrote no statistics to {csv_path}")
+    header, last = rows[0], rows[-1]
+
+    def epoch(column: str) -> float:
+        return float(last[header.index(column)].split("\t")[-1])
+
+    elapsed = epoch("CurrentTime") - epoch("StartTime")
+    return (int(last[header.index("SuccessfulCall(C)")]),
+            int(last[header.index("FailedCall(C)")]), elapsed)
+
+
+# ---- table -----------------------------------------------------------------------------
+
+
+def summarise(rows: list[Measurement]) -> dict[str, Any]:
+    best = {tool: max((r.cps for r in rows if r.tool == tool), default=0.0)
+            for tool in ("rig", "sipp")}
+    ratio = best["rig"] / best["sipp"] if best["sipp"] else None
+    return {"best_cps": best, "ratio_rig_over_sipp": ratio}
+
+
+def table(rows: list[Measurement], summary: dict[str, Any]) -> str:
+    lines = [f"{'offered':>8} {'tool':>5} {'completed':>10} {'failed':>7} {'calls/s':>9}"]
+    for r in rows:
+        lines.append(f"{r.offered_cps:>8} {r.tool:>5} {r.completed:>10} {r.failed:>7} "
+                     f"{r.cps:>9.0f}")
+    best = summary["best_cps"]
+    ratio = summary["ratio_rig_over_sipp"]
+    lines.append(f"best: rig {best['rig']:.0f}/s, SIPp {best['sipp']:.0f}/s, "
+                 f"ratio rig/SIPp = {ratio:.2f}" if ratio is not None else "best: no SIPp number")
+    return "\n".join(lines)
+
+
+def save(rows: list[Measurement], summary: dict[str, Any], args: argparse.Namespace) -> None:
+    document = {
+        "schema_version": 1,
+        "benchmark": "calls_per_second",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "event_loop": loop_name(), "load_avg": os.getloadavg()},
+        "settings": {"seconds": args.seconds, "limit": args.limit, "hold": 0, "media": False},
+        "rows": [{**asdict(r), "cps": round(r.cps, 1)} for r in rows],
+        **summary,
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    temporary = OUT.with_suffix(".tmp")
+    temporary.write_text(json.dumps(document, indent=2) + "\n")
+    temporary.replace(OUT)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rates", default="1000,2000,4000,8000")
+    parser.add_argument("--limit", type=int, default=200, help="max concurrent calls")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--serve-uas", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_uas:
+        host, port = args.serve_uas.rsplit(":", 1)
+        print(json.dumps(run_loop(serve_uas(host, int(port), args.seconds))))
+        return 0
+    rates = [int(r) for r in args.rates.split(",")]
+    if args.profile:
+        print(run_rig(rates[-1], args.seconds, args.limit, profile=True))
+        return 0
+    sipp = shutil.which("sipp")
+    rows: list[Measurement] = []
+    for rate in rates:
+        if sipp is not None:
+            rows.append(run_sipp(sipp, rate, args.seconds, args.limit))
+        rows.append(run_rig(rate, args.seconds, args.limit))
+        print(table(rows[-2:], summarise(rows)).split("\nbest")[0], flush=True)
+    summary = summarise(rows)
+    print(table(rows, summary))
+    save(rows, summary, args)
+    print(f"saved: {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,602 @@
+"""LoadDriver: the rig's call generator, what the runner calls.
+
+It starts the UAS and the UAC, places calls at `cps` (capped at `max_concurrent`) with an
+outcome mix drawn from the seed, runs RTP through MediaEngine when asked, fires
+synchronised media bursts, and ends every call it started within a bounded time.
+Media is managed only through MediaControl: the driver knows nothing of NG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rig.errors import UnsafeTargetError
+from rig.load.calls import CallResult, CallSpec, SipTimers, Uac, Uas
+from rig.load.sdp import build_sdp, media_address
+from rig.load.sip import OUTCOMES
+
+if TYPE_CHECKING:  # media, NG and burst code loads only when a run needs it
+    from rig.load.bursts import BurstResult
+    from rig.load.mediacontrol import MediaControl
+
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+PLACEHOLDER_RTP_PORT = 9  # "discard": the SDP of a call without media still needs a port
+UAS_HANGUP_SHARE = 0.1  # answered calls the UAS hangs up, so both BYE paths get traffic
+DRIVER_TIMERS = SipTimers(t1=0.5, t2=4.0, timeout=8.0)  # loopback: 8 s bounds a transaction
+PACE_TICK = 0.002  # the pacer wakes at most this often; calls due meanwhile start together
+MAX_CATCH_UP = 0.05  # after waiting at the concurrency cap, do not burst out missed calls
+UAS_SETTLE = 1.0  # seconds the UAS may take to see the last ACKs after the UAC is done
+FIRE_MARGIN = 0.02  # seconds the burst workers get between the hand-over and the deadline
+
+
+class UnsafeTarget(UnsafeTargetError, ValueError):
+    """A target outside 127.0.0.0/8 without the explicit allow flag."""
+
+
+@dataclass(frozen=True)
+class RtpPlan:
+    payload_type: int = 0
+    ptime_ms: int = 20
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    cps: float
+    max_concurrent: int
+    hold: float
+    outcomes: Mapping[str, float]  # answered, busy, cancel, no_answer (sum 1)
+    no_answer_timeout: float
+    rtp: RtpPlan | None
+
+
+@dataclass(frozen=True)
+class BurstPlan:
+    first_at: float
+    every: float
+    count: int | None
+    workers: int
+    streams_per_worker: int
+    hold: float
+
+
+@dataclass(frozen=True)
+class Targets:
+    host: str
+    uac_port: int
+    uas_port: int
+    rtp_ports: tuple[int, int]
+    proxy: tuple[str, int] | None = None
+    ng: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    calls_attempted: int
+    calls_completed: int
+    calls_failed: int
+    outcomes: Mapping[str, int]  # completed calls per outcome
+    cps_achieved: float  # calls attempted per second of load
+    rtp_sent: int
+    rtp_received: int
+    rtp_lost: int
+    jitter_ms_max: float
+    bursts: tuple[BurstResult, ...]  # one per burst fired
+
+
+def check_targets(targets: Targets, allow_non_loopback: bool = False) -> None:
+    """Refuse traffic that would leave 127.0.0.0/8 unless explicitly allowed."""
+    hosts = [("host", targets.host)]
+    if targets.proxy is not None:
+        hosts.append(("proxy", targets.proxy[0]))
+    if targets.ng is not None:
+        hosts.append(("ng", targets.ng[0]))
+    for name, host in hosts:
+        if allow_non_loopback:
+            continue
+        try:
+            loopback = ipaddress.ip_address(host) in LOOPBACK
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise UnsafeTarget(
+                f"target {name} {host!r} is not in 127.0.0.0/8; refusing to send traffic there"
+            )
+    lo, hi = targets.rtp_ports
+    if not 0 < lo <= hi < 65536:
+        raise ValueError(f"bad RTP port range {lo}-{hi}")
+
+
+def check_call_plan(plan: CallPlan) -> None:
+    unknown = sorted(set(plan.outcomes) - set(OUTCOMES))
+    if unknown:
+        raise ValueError(f"unknown outcomes {unknown} (allowed: {', '.join(OUTCOMES)})")
+    if any(w < 0 for w in plan.outcomes.values()):
+        raise ValueError("outcome weights must not be negative")
+    if abs(sum(plan.outcomes.values()) - 1.0) > 1e-6:
+        raise ValueError(f"outcome weights must sum to 1, got {sum(plan.outcomes.values())}")
+    if plan.cps < 0 or plan.max_concurrent < 1:
+        raise ValueError("cps must be >= 0 and max_concurrent >= 1")
+
+
+def pick_outcome(weights: Mapping[str, float], draw: float) -> str:
+    """The outcome a uniform draw in [0, 1) falls on, in OUTCOMES order."""
+    total = 0.0
+    chosen = "answered"
+    for name in OUTCOMES:
+        weight = weights.get(name, 0.0)
+        if weight <= 0:
+            continue
+        chosen = name
+        total += weight
+        if draw < total:
+            return name
+    return chosen  # rounding left the draw past the last weight
+
+
+def calls_due(elapsed: float, cps: float, placed: int) -> int:
+    """How many calls the schedule (one every 1/cps from t=0) wants started by now."""
+    if cps <= 0:
+        return 0
+    return max(0, math.floor(elapsed * cps) + 1 - placed)
+
+
+@dataclass
+class _Counts:
+    attempted: int = 0
+    active: int = 0
+    completed: int = 0
+    failed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Burst:
+    """The calls set up for one burst; each waits on `fired` before its hold."""
+
+    ports: list[list[int]]  # per worker: local RTP ports to start
+    fired: asyncio.Future[None]
+    all_ready: asyncio.Event
+    slots: int
+    taken: int = 0
+    ready: int = 0
+
+    def one_ready(self) -> None:
+        """A call is set up (or gave up): once all are, the burst need not wait longer."""
+        self.ready += 1
+        if self.ready >= self.slots:
+            self.all_ready.set()
+
+
+class LoadDriver:
+    """Places the calls of a CallPlan (and bursts of a BurstPlan) against Targets.
+
+    Keyword-only extras, for tests and tools: `media` replaces the MediaControl the driver
+    would pick (NgMediaControl when `targets.ng` is set, else NoMediaControl);
+    `allow_non_loopback` lifts the loopback-only rule; `timers` sets the SIP timers;
+    `own_uas=False` leaves `targets.uas_port` to someone else's UAS (SIPp, another process).
+    """
+
+    def __init__(
+        self,
+        calls: CallPlan,
+        bursts: BurstPlan | None,
+        targets: Targets,
+        on_event: Callable[[str, dict], None],
+        seed: int = 0,
+        *,
+        media: MediaControl | None = None,
+        allow_non_loopback: bool = False,
+        timers: SipTimers = DRIVER_TIMERS,
+        uas_hangup_share: float = UAS_HANGUP_SHARE,
+        own_uas: bool = True,
+    ) -> None:
+        check_targets(targets, allow_non_loopback)
+        check_call_plan(calls)
+        self.calls, self.bursts, self.targets = calls, bursts, targets
+        self.on_event, self.timers = on_event, timers
+        self.uas_hangup_share = uas_hangup_share
+        self.own_uas = own_uas
+        self._rng = random.Random(seed)
+        self._seed = seed
+        self._media = media
+        self._engine: Any = None
+        self._lock = threading.Lock()
+        self._counts = _Counts()
+        self._uas_ports: dict[str, tuple[int, tuple[str, int]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_waiter: asyncio.Future[None] | None = None
+        self._uac: Uac | None = None
+
+    # ---- what the runner reads -------------------------------------------------------
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            c = self._counts
+            values = {
+                "load.calls_active": float(c.active),
+                "load.calls_completed": float(c.completed),
+                "load.calls_failed": float(c.failed),
+            }
+        totals = self._rtp_totals()
+        values["load.rtp_sent"] = float(totals.get("rtp_sent", 0))
+        values["load.rtp_received"] = float(totals.get("rtp_received", 0))
+        return values
+
+    def _rtp_totals(self) -> dict[str, float]:
+        engine = self._engine
+        return dict(engine.totals()) if engine is not None else {}
+
+    # ---- the run ---------------------------------------------------------------------
+
+    async def run(self, duration: float) -> LoadReport:
+        """Make calls for `duration` seconds, then end the calls still up (bounded wait)."""
+        if duration <= 0:
+            raise ValueError(f"duration must be > 0, got {duration}")
+        loop = asyncio.get_running_loop()
+        async with AsyncExitStack() as stack:
+            media = self._media if self._media is not None else await self._open_media(stack)
+            self._engine = self._open_engine(stack)
+            timer = self._open_burst_timer(stack)
+            uas = Uas((self.targets.host, self.targets.uas_port), self.timers,
+                      on_offer=self._uas_offer, on_end=self._uas_end)
+            if self.own_uas:
+                await uas.start()
+                stack.callback(uas.close)
+            uac = self._uac = Uac((self.targets.host, self.targets.uac_port),
+                                  (self.targets.host, self.targets.uas_port),
+                                  proxy=self.targets.proxy, timers=self.timers)
+            await uac.start()
+            stack.callback(uac.close)
+            self.on_event("load_start", {"cps": self.calls.cps, "duration": duration,
+                                         "seed": self._seed})
+            started = loop.time()
+            until = started + duration
+            results: list[Any] = []
+            jobs = [self._pace(media, started, until)]
+            if self.bursts is not None and timer is not None:
+                jobs.append(self._run_bursts(media, timer, until, results))
+            try:
+                await asyncio.gather(*jobs)
+                load_seconds = loop.time() - started
+                await self._wind_down(uac)
+            finally:  # cancelled (the relay died, Ctrl-C): no call task outlives the run
+                await _cancel_all(self._tasks)
+            if self.own_uas:
+                await _settle(lambda: uas.active == 0, UAS_SETTLE)
+            report = self._report(load_seconds, tuple(results))
+            self.on_event("load_stop", {
+                "attempted": report.calls_attempted, "completed": report.calls_completed,
+                "failed": report.calls_failed, "failures": dict(self._counts.failures),
+                "uas": {"invites": uas.counts.invites, "completed": uas.counts.completed,
+                        "failed": uas.counts.failed},
+            })
+        return report
+
+    async def _open_media(self, stack: AsyncExitStack) -> Any:
+        from rig.load.mediacontrol import NgMediaControl, NoMediaControl
+
+        if self.targets.ng is None:
+            return NoMediaControl()
+        from rig.load.ng import NgClient
+
+        client = await NgClient.open(*self.targets.ng)
+        stack.callback(client.close)
+        return NgMediaControl(client)
+
+    def _rtp_plan(self) -> RtpPlan | None:
+        if self.calls.rtp is not None:
+            return self.calls.rtp
+        return RtpPlan() if self.bursts is not None else None  # bursts are about media
+
+    def _open_engine(self, stack: AsyncExitStack) -> Any:
+        plan = self._rtp_plan()
+        if plan is None:
+            return None
+        from rig.load.media import MediaEngine
+
+        engine = MediaEngine(self.targets.host, self.targets.rtp_ports, ptime_ms=plan.ptime_ms,
+                             payload_type=plan.payload_type, seed=self._seed)
+        engine.start()
+        stack.callback(engine.stop)
+        return engine
+
+    def _open_burst_timer(self, stack: AsyncExitStack) -> Any:
+        if self.bursts is None:
+            return None
+        from rig.load.bursts import BurstTimer
+
+        timer = BurstTimer(self.bursts.workers)
+        stack.callback(timer.close)
+        return timer
+
+    async def _wind_down(self, uac: Uac) -> None:
+        """Hang up everything still up; give calls one transaction timeout to end."""
+        uac.end_calls()
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=self.timers.timeout + 1.0)
+        await _cancel_all(late)
+
+    def _report(self, seconds: float, bursts: tuple[Any, ...]) -> LoadReport:
+        totals = self._rtp_totals()
+        with self._lock:
+            c = self._counts
+            return LoadReport(
+                calls_attempted=c.attempted,
+                calls_completed=c.completed,
+                calls_failed=c.failed,
+                outcomes=dict(c.outcomes),
+                cps_achieved=c.attempted / seconds if seconds > 0 else 0.0,
+                rtp_sent=int(totals.get("rtp_sent", 0)),
+                rtp_received=int(totals.get("rtp_received", 0)),
+                rtp_lost=int(totals.get("rtp_lost", 0)),
+                jitter_ms_max=float(totals.get("jitter_ms_max", 0.0)),
+                bursts=bursts,
+            )
+
+    # ---- regular calls -----------------------------------------------------------------
+
+    async def _pace(self, media: Any, started: float, until: float) -> None:
+        """Start calls on the cps schedule until `until`, waiting while at the cap."""
+        loop = asyncio.get_running_loop()
+        placed, origin = 0, started
+        cap = self.calls.max_concurrent
+        while (now := loop.time()) < until:
+            due = calls_due(now - origin, self.calls.cps, placed)
+            while due > 0:
+                if self._counts.active >= cap:
+                    await self._slot_freed(until - loop.time())
+                    if loop.time() >= until:
+                        return
+                    continue
+                self._start_call(media, self._next_spec(), None)
+                placed += 1
+                due -= 1
+            now = loop.time()
+            behind = now - origin - placed / self.calls.cps if self.calls.cps > 0 else 0.0
+            if behind > MAX_CATCH_UP:  # time spent at the cap is not made up in a rush
+                origin += behind - MAX_CATCH_UP
+            await asyncio.sleep(self._next_wake(now - origin, placed, until - now))
+
+    async def _slot_freed(self, timeout: float) -> None:
+        """Wait until a call ends (or `timeout`); cheaper than an Event with wait_for."""
+        if timeout <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        self._slot_waiter = waiter = loop.create_future()
+        handle = loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._slot_waiter = None
+
+    def _next_wake(self, elapsed: float, placed: int, left: float) -> float:
+        if self.calls.cps <= 0:
+            return max(0.0, left)
+        next_due = placed / self.calls.cps - elapsed
+        return min(max(PACE_TICK, next_due), max(0.0, left))
+
+    def _start_call(self, media: Any, spec: CallSpec, burst: _Burst | None) -> None:
+        """Count the call as active now (the cap sees it at once), then run it as a task."""
+        self._begin()
+        task = asyncio.ensure_future(self._call(media, spec, burst))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _next_spec(self) -> CallSpec:
+        plan = self.calls
+        outcome = pick_outcome(plan.outcomes, self._rng.random())
+        hangup = "uac"
+        if outcome == "answered" and self._rng.random() < self.uas_hangup_share:
+            hangup = "uas"
+        return CallSpec(outcome=outcome, hold=plan.hold, hangup=hangup,
+                        no_answer_timeout=plan.no_answer_timeout)
+
+    # ---- one call --------------------------------------------------------------------
+
+    async def _call(self, media: Any, spec: CallSpec, burst: _Burst | None) -> None:
+        uac = self._uac
+        assert uac is not None
+        call_id, from_tag = uac.new_call_id(), uac.new_tag()
+        ports: list[int] = []
+        to_tag: str | None = None
+        offered = False
+        result: CallResult | None = None
+        reason = ""
+
+        async def answered(tag: str, sdp: str) -> None:
+            nonlocal to_tag
+            to_tag = tag
+            answer = await media.answer(call_id, from_tag, tag, sdp)
+            await self._start_media(call_id, ports, answer, burst)
+
+        try:
+            offer = self._offer_sdp(call_id, ports)
+            offered = True
+            offer = await media.offer(call_id, from_tag, offer)
+            result = await uac.call(spec, offer, answered, call_id=call_id, from_tag=from_tag)
+        except asyncio.CancelledError:
+            reason = "still up when the load stopped"
+        except Exception as exc:  # a media or socket failure ends this call, not the run
+            reason = f"{type(exc).__name__}: {exc}".split("\n")[0][:120]
+        finally:
+            if burst is not None and to_tag is None:
+                burst.one_ready()  # never got to media; do not hold the burst up
+            if offered:
+                await _quietly(media.delete(call_id, from_tag, to_tag))
+            self._close_ports(call_id, ports)
+            self._end(result, reason)
+
+    def _offer_sdp(self, call_id: str, ports: list[int]) -> str:
+        plan = self._rtp_plan()
+        port = PLACEHOLDER_RTP_PORT
+        if self._engine is not None and plan is not None:
+            port = self._engine.open_endpoint()
+            ports.append(port)
+        pt, ptime = (plan.payload_type, plan.ptime_ms) if plan else (0, 20)
+        return build_sdp(self.targets.host, port, self._rng.randrange(1 << 31), pt, ptime)
+
+    async def _start_media(
+        self, call_id: str, ports: list[int], answer: str, burst: _Burst | None
+    ) -> None:
+        engine = self._engine
+        if engine is None or not ports:
+            return
+        engine.prepare_stream(ports[0], media_address(answer))
+        local = [ports[0]]
+        uas_side = self._uas_ports.get(call_id)
+        if uas_side is not None:
+            engine.prepare_stream(uas_side[0], uas_side[1])
+            local.append(uas_side[0])
+        if burst is None:
+            engine.start_streams(local)
+            return
+        burst.ports[burst.taken % len(burst.ports)].extend(local)
+        burst.taken += 1
+        burst.one_ready()
+        await asyncio.shield(burst.fired)
+
+    def _close_ports(self, call_id: str, ports: list[int]) -> None:
+        if self._engine is None:
+            return
+        for port in ports:
+            self._engine.close_endpoint(port)
+        self._uas_end(call_id)
+
+    def _uas_offer(self, call_id: str, offer: str) -> str:
+        """The UAS's answer SDP: a fresh RTP endpoint aimed at whatever the offer names."""
+        plan = self._rtp_plan()
+        if self._engine is None or plan is None:
+            return build_sdp(self.targets.host, PLACEHOLDER_RTP_PORT, 1)
+        port = self._engine.open_endpoint()
+        self._uas_ports[call_id] = (port, media_address(offer))
+        return build_sdp(self.targets.host, port, port, plan.payload_type, plan.ptime_ms)
+
+    def _uas_end(self, call_id: str) -> None:
+        side = self._uas_ports.pop(call_id, None)
+        if side is not None and self._engine is not None:
+            self._engine.close_endpoint(side[0])
+
+    def _begin(self) -> None:
+        with self._lock:
+            self._counts.attempted += 1
+            self._counts.active += 1
+
+    def _end(self, result: CallResult | None, reason: str) -> None:
+        with self._lock:
+            c = self._counts
+            c.active -= 1
+            if result is not None and result.completed:
+                c.completed += 1
+                c.outcomes[result.outcome] += 1
+            else:
+                c.failed += 1
+                c.failures[result.reason if result is not None else reason] += 1
+        if self._slot_waiter is not None:
+            _resolve(self._slot_waiter)
+
+    # ---- bursts ----------------------------------------------------------------------
+
+    async def _run_bursts(self, media: Any, timer: Any, until: float, out: list[Any]) -> None:
+        plan = self.bursts
+        assert plan is not None
+        loop = asyncio.get_running_loop()
+        index = 0
+        start = loop.time()
+        while plan.count is None or index < plan.count:
+            at = start + plan.first_at + index * plan.every
+            if at >= until:
+                return
+            try:
+                result = await self._burst(media, timer, index, at)
+            except Exception as exc:  # a burst that could not fire is reported, not fatal
+                self.on_event("burst_error", {"index": index, "error": str(exc)})
+                index += 1
+                continue
+            out.append(result)
+            self.on_event("burst", {
+                "index": index, "workers": plan.workers,
+                "spread_p50_us": result.spread_p50_us, "spread_p99_us": result.spread_p99_us,
+                "spread_max_us": result.spread_max_us,
+            })
+            index += 1
+            if plan.every <= 0:
+                return
+
+    async def _burst(self, media: Any, timer: Any, index: int, at: float) -> Any:
+        """Set up the burst's calls ahead of `at`, then fire all streams together at `at`."""
+        plan = self.bursts
+        assert plan is not None
+        loop = asyncio.get_running_loop()
+        slots = plan.workers * plan.streams_per_worker
+        lead = min(max(0.5, slots * 0.004), max(plan.every * 0.8, 0.5))
+        await asyncio.sleep(max(0.0, at - lead - loop.time()))
+        burst = _Burst([[] for _ in range(plan.workers)], loop.create_future(), asyncio.Event(),
+                       slots)
+        spec = CallSpec(outcome="answered", hold=plan.hold)
+        for _ in range(slots):
+            self._start_call(media, spec, burst)
+        await _wait_event(burst.all_ready, at - FIRE_MARGIN - loop.time())
+        # loop.time() is time.monotonic(), the clock BurstTimer deadlines are on
+        deadline = time.monotonic() + max(FIRE_MARGIN, at - loop.time())
+        actions = [self._starter(ports) for ports in burst.ports]
+        try:
+            return await loop.run_in_executor(None, timer.fire, index, deadline, actions)
+        finally:
+            burst.fired.set_result(None)
+
+    def _starter(self, ports: Sequence[int]) -> Callable[[], None]:
+        engine = self._engine
+        snapshot = list(ports)
+        return lambda: engine.start_streams(snapshot)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    if timeout <= 0:
+        return
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        pass
+
+
+async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel call tasks and let their cleanup (media delete, ports) run, bounded."""
+    pending = [task for task in tasks if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=2.0)
+
+
+async def _settle(done: Callable[[], bool], seconds: float) -> None:
+    """Give the other side a moment to see the last ACK/200 (bounded, polled)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while not done() and loop.time() < until:
+        await asyncio.sleep(0.01)
+
+
+async def _quietly(job: Any) -> None:
+    try:
+        await job
+    except Exception:  # a failed delete must not turn a completed call into a crash
+        pass
+

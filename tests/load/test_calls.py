@@ -1,0 +1,343 @@
+"""The UAC and UAS on loopback (127.0.3.x): every outcome, exact counts, retransmissions."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rig.load.calls import CallResult, CallSpec, SipTimers, Uac, Uas, UasCounts
+from rig.load.sip import SipMessage, build_response, parse_message
+
+UAC_HOST, UAS_HOST, PEER_HOST = "127.0.3.1", "127.0.3.2", "127.0.3.3"
+FAST = SipTimers(t1=0.05, t2=0.2, timeout=3.0)  # short T1; a generous bound for a busy CI box
+GIVE_UP_SOON = SipTimers(t1=0.05, t2=0.2, timeout=1.0)
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
+
+
+class RawPeer(asyncio.DatagramProtocol):
+    """A scripted SIP peer: records what arrives and lets the test answer by hand."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[tuple[SipMessage, Any]] = asyncio.Queue()
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.inbox.put_nowait((parse_message(data), addr))
+
+    async def next(self, method: str, timeout: float = 2.0) -> tuple[SipMessage, Any]:
+        while True:
+            message, addr = await asyncio.wait_for(self.inbox.get(), timeout)
+            if message.method == method:
+                return message, addr
+
+    def send(self, data: bytes, addr: Any) -> None:
+        self.transport.sendto(data, addr)
+
+
+@asynccontextmanager
+async def raw_peer(host: str) -> AsyncIterator[tuple[RawPeer, int]]:
+    port = free_port(host)
+    loop = asyncio.get_running_loop()
+    transport, peer = await loop.create_datagram_endpoint(RawPeer, local_addr=(host, port))
+    try:
+        yield peer, port
+    finally:
+        transport.close()
+
+
+async def with_pair(
+    job: Callable[[Uac, Uas], Awaitable[Any]], timers: SipTimers = FAST, **uas_options: Any
+) -> Any:
+    uas_port = free_port(UAS_HOST)
+    async with Uas((UAS_HOST, uas_port), timers, **uas_options) as uas, Uac(
+        (UAC_HOST, free_port(UAC_HOST)), (UAS_HOST, uas_port), timers=timers
+    ) as uac:
+        return await job(uac, uas)
+
+
+async def until_idle(uas: Uas, seconds: float = 3.0) -> None:
+    """Wait (bounded) until the UAS has seen the last ACK or 200 of every call."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while uas.active and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+
+
+SPECS = {
+    "answered": CallSpec("answered", hold=0.05),
+    "answered_uas_bye": CallSpec("answered", hold=0.05, hangup="uas"),
+    "busy": CallSpec("busy"),
+    "cancel": CallSpec("cancel", cancel_after=0.02),
+    "no_answer": CallSpec("no_answer", no_answer_timeout=0.1),
+}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_each_outcome_completes_on_both_sides(name: str) -> None:
+    spec = SPECS[name]
+
+    async def job(uac: Uac, uas: Uas) -> CallResult:
+        result = await uac.call(spec, sdp="v=0\r\n")
+        await until_idle(uas)
+        assert (uas.counts.completed, uas.counts.failed, uas.active) == (1, 0, 0)
+        assert uac.active == 0
+        return result
+
+    result = run(with_pair(job))
+    assert result.completed, result.reason
+    assert result.status == {"answered": 200, "busy": 486}.get(spec.outcome, 487)
+
+
+def test_a_mixed_batch_is_counted_exactly() -> None:
+    specs = [SPECS[name] for name in SPECS for _ in range(20)]
+
+    async def job(uac: Uac, uas: Uas) -> list[CallResult]:
+        results = await asyncio.gather(*(uac.call(spec) for spec in specs))
+        await until_idle(uas)
+        assert uas.counts.invites == len(specs)
+        assert (uas.counts.completed, uas.counts.failed) == (len(specs), 0)
+        assert uas.counts.outcomes == {"answered": 40, "busy": 20, "cancel": 20, "no_answer": 20}
+        return results
+
+    results = run(with_pair(job))
+    assert [r.completed for r in results] == [True] * len(specs)
+    assert len({r.call_id for r in results}) == len(specs)
+
+
+def test_answer_hook_gets_the_answer_and_offer_hook_the_offer() -> None:
+    offers: list[tuple[str, str]] = []
+    ended: list[str] = []
+    answers: list[tuple[str, str]] = []
+
+    def on_offer(call_id: str, sdp: str) -> str:
+        offers.append((call_id, sdp))
+        return "v=0\r\ns=answer\r\n"
+
+    async def on_answered(to_tag: str, sdp: str) -> None:
+        answers.append((to_tag, sdp))
+
+    async def job(uac: Uac, uas: Uas) -> CallResult:
+        result = await uac.call(SPECS["answered"], "v=0\r\ns=offer\r\n", on_answered, "cid-1")
+        await until_idle(uas)
+        return result
+
+    result = run(with_pair(job, on_offer=on_offer, on_end=ended.append))
+    assert result.completed
+    assert offers == [("cid-1", "v=0\r\ns=offer\r\n")]
+    assert [sdp for _, sdp in answers] == ["v=0\r\ns=answer\r\n"] and answers[0][0]
+    assert ended == ["cid-1"]
+
+
+def test_unanswered_invite_is_retransmitted_with_doubling_intervals_then_fails() -> None:
+    async def job() -> tuple[CallResult, list[float]]:
+        loop = asyncio.get_running_loop()
+        arrivals: list[float] = []
+        async with raw_peer(PEER_HOST) as (peer, port), Uac(
+            (UAC_HOST, free_port(UAC_HOST)), (PEER_HOST, port), timers=GIVE_UP_SOON
+        ) as uac:
+            call = asyncio.ensure_future(uac.call(CallSpec()))
+            while not call.done():
+                try:
+                    await peer.next("INVITE", timeout=0.3)
+                    arrivals.append(loop.time())
+                except TimeoutError:
+                    pass
+            return call.result(), arrivals
+
+    result, arrivals = run(job())
+    assert not result.completed and result.reason == "no final response to INVITE"
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert len(arrivals) >= 3  # sent, then retransmitted at T1 and 2*T1 at least
+    assert all(later > earlier * 1.5 for earlier, later in zip(gaps, gaps[1:], strict=False))
+
+
+def test_lost_ack_makes_the_uas_retransmit_its_200_until_the_ack_comes() -> None:
+    async def job(uas_port: int, uas: Uas, peer: RawPeer) -> None:
+        invite = (
+            f"INVITE sip:rig-uas@{UAS_HOST}:{uas_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {PEER_HOST};branch=z9hG4bKlost\r\n"
+            "From: <sip:p@h>;tag=p1\r\nTo: <sip:u@h>\r\nCall-ID: lost-ack\r\n"
+            f"CSeq: 1 INVITE\r\nContact: <sip:p@{PEER_HOST}>\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        peer.send(invite, (UAS_HOST, uas_port))
+        first, _ = await peer.next("INVITE")
+        while first.status != 200:
+            first, _ = await peer.next("INVITE")
+        again, _ = await peer.next("INVITE")  # no ACK sent: the 200 comes back
+        assert (again.status, again.to_tag) == (200, first.to_tag)
+        ack = invite.replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
+        ack = ack.replace(b"To: <sip:u@h>", f"To: <sip:u@h>;tag={first.to_tag}".encode())
+        peer.send(ack, (UAS_HOST, uas_port))
+        bye = ack.replace(b"ACK sip", b"BYE sip").replace(b"1 ACK", b"2 BYE")
+        bye = bye.replace(b"z9hG4bKlost", b"z9hG4bKbye")
+        peer.send(bye, (UAS_HOST, uas_port))
+        ok, _ = await peer.next("BYE")
+        assert ok.status == 200
+        peer.send(bye, (UAS_HOST, uas_port))  # a retransmitted BYE gets the same 200
+        ok_again, _ = await peer.next("BYE")
+        assert ok_again.status == 200
+        assert (uas.counts.completed, uas.counts.failed) == (1, 0)
+
+    async def main() -> None:
+        port = free_port(UAS_HOST)
+        async with Uas((UAS_HOST, port), FAST) as uas, raw_peer(PEER_HOST) as (peer, _):
+            await job(port, uas, peer)
+
+    run(main())
+
+
+def test_uas_rejects_an_unknown_outcome_and_answers_stray_requests() -> None:
+    async def main() -> None:
+        port = free_port(UAS_HOST)
+        async with Uas((UAS_HOST, port), FAST) as uas, raw_peer(PEER_HOST) as (peer, _):
+            head = (
+                f"Via: SIP/2.0/UDP {PEER_HOST};branch=z9hG4bKs\r\nFrom: <sip:p@h>;tag=p\r\n"
+                "To: <sip:u@h>\r\nCall-ID: stray\r\n"
+            )
+            peer.send(f"INVITE sip:u@h SIP/2.0\r\n{head}CSeq: 1 INVITE\r\n"
+                      "X-Rig-Outcome: maybe\r\n\r\n".encode(), (UAS_HOST, port))
+            rejected, _ = await peer.next("INVITE")
+            assert rejected.status == 400 and "maybe" in rejected.reason
+            bye = f"BYE sip:u@h SIP/2.0\r\n{head}CSeq: 2 BYE\r\n\r\n"
+            peer.send(bye.encode(), (UAS_HOST, port))
+            assert (await peer.next("BYE"))[0].status == 481
+            peer.send(f"OPTIONS sip:u@h SIP/2.0\r\n{head}CSeq: 3 OPTIONS\r\n\r\n".encode(),
+                      (UAS_HOST, port))
+            assert (await peer.next("OPTIONS"))[0].status == 501
+            assert (uas.counts.invites, uas.counts.failed) == (1, 1)
+
+    run(main())
+
+
+def test_in_dialog_requests_follow_the_record_route() -> None:
+    """ACK and BYE go to the Record-Route hop (a proxy), with Route, to the Contact URI."""
+
+    async def main() -> None:
+        async with raw_peer(UAS_HOST) as (uas, uas_port), raw_peer(PEER_HOST) as (
+            proxy, proxy_port
+        ), Uac((UAC_HOST, free_port(UAC_HOST)), (UAS_HOST, uas_port), timers=FAST) as uac:
+            call = asyncio.ensure_future(uac.call(CallSpec(hold=0.01)))
+            invite, addr = await uas.next("INVITE")
+            ok = build_response(invite, 200, "u1", f"sip:callee@{UAS_HOST}:{uas_port}")
+            record_route = f"Record-Route: <sip:{PEER_HOST}:{proxy_port};lr>\r\nTo:"
+            ok = ok.replace(b"To:", record_route.encode())
+            uas.send(ok, addr)
+            ack, _ = await proxy.next("ACK")
+            bye, bye_from = await proxy.next("BYE")
+            for request in (ack, bye):
+                assert request.uri == f"sip:callee@{UAS_HOST}:{uas_port}"
+                assert request.header_values("route") == [f"<sip:{PEER_HOST}:{proxy_port};lr>"]
+                assert request.to_tag == "u1"
+            proxy.send(build_response(bye, 200), bye_from)
+            result = await call
+            assert result.completed, result.reason
+
+    run(main())
+
+
+def test_end_calls_cuts_long_holds_short() -> None:
+    async def job(uac: Uac, uas: Uas) -> list[CallResult]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        calls = [asyncio.ensure_future(uac.call(CallSpec(hold=30.0, hangup=h)))
+                 for h in ("uac", "uas", "uac")]
+        calls.append(asyncio.ensure_future(uac.call(CallSpec("no_answer", no_answer_timeout=30))))
+        await asyncio.sleep(0.2)
+        uac.end_calls()
+        results = await asyncio.gather(*calls)
+        assert loop.time() - started < 2.0
+        return results
+
+    results = run(with_pair(job))
+    assert [r.completed for r in results] == [True] * 4
+
+
+# ---- interop with SIPp (sip-tester), on loopback ----------------------------------------
+
+SIPP = shutil.which("sipp")
+needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp (sip-tester) is not installed")
+SIPP_HOST = "127.0.3.5"
+
+
+@asynccontextmanager
+async def sipp(args: list[str], folder: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """SIPp with a bounded global timeout, killed on the way out whatever happened."""
+    assert SIPP is not None
+    process = await asyncio.create_subprocess_exec(
+        SIPP, *args, "-timeout", "15s", "-nostdin", "-trace_screen",
+        "-screen_file", str(folder / "screen.log"), cwd=folder,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def sipp_successful_calls(screen: Path) -> int:
+    """The cumulative 'Successful call' count of SIPp's last statistics screen."""
+    lines = [line for line in screen.read_text().splitlines() if "Successful call" in line]
+    return int(lines[-1].split("|")[-1].strip())
+
+
+@pytest.mark.e2e
+@needs_sipp
+def test_the_uas_answers_sipps_default_uac_scenario(tmp_path: Path) -> None:
+    calls = 20
+
+    async def main() -> tuple[int | None, UasCounts]:
+        port = free_port(UAS_HOST)
+        async with Uas((UAS_HOST, port), FAST) as uas, sipp(
+            ["-sn", "uac", "-i", SIPP_HOST, "-p", str(free_port(SIPP_HOST)),
+             f"{UAS_HOST}:{port}", "-m", str(calls), "-r", "50"], tmp_path,
+        ) as process:
+            await asyncio.wait_for(process.wait(), 20)
+            return process.returncode, uas.counts
+
+    code, counts = run(main())
+    assert code == 0
+    assert sipp_successful_calls(tmp_path / "screen.log") == calls
+    assert (counts.invites, counts.completed, counts.failed) == (calls, calls, 0)
+
+
+@pytest.mark.e2e
+@needs_sipp
+def test_the_uac_completes_calls_against_sipps_default_uas_scenario(tmp_path: Path) -> None:
+    calls = 20
+
+    async def main() -> tuple[int | None, list[CallResult]]:
+        port = free_port(SIPP_HOST)
+        async with sipp(["-sn", "uas", "-i", SIPP_HOST, "-p", str(port), "-m", str(calls)],
+                        tmp_path) as process:
+            await asyncio.sleep(0.3)  # SIPp binds its socket after start-up
+            async with Uac((UAC_HOST, free_port(UAC_HOST)), (SIPP_HOST, port)) as uac:
+                results = await asyncio.gather(
+                    *(uac.call(CallSpec(hold=0.05), sdp="v=0\r\n") for _ in range(calls)))
+            await asyncio.wait_for(process.wait(), 20)
+            return process.returncode, results
+
+    code, results = run(main())
+    assert [r.reason for r in results if not r.completed] == []
+    assert code == 0
+    assert sipp_successful_calls(tmp_path / "screen.log") == calls
