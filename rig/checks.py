@@ -222,7 +222,8 @@ def pins_flat_after_warmup(
 
 
 class AliveParams(Params):
-    service: str = Field(default="relay", min_length=1)
+    service: str = Field(default="relay", min_length=1,
+                         description="a service name, or the role 'media' (whichever relay)")
 
 
 @register(AliveParams)
@@ -231,7 +232,9 @@ def relay_alive(
 ) -> Verdict:
     """The service never crashed (no `crash` event); the detail quotes its CRIT line."""
     name = "relay_alive"
-    crashes = [e for e in events if e.kind == "crash" and e.data.get("service", service) == service]
+    # `service` names a service ("relay", "rtpengine") or a role ("media": whichever relay)
+    crashes = [e for e in events if e.kind == "crash"
+               and service in (e.data.get("service", service), e.data.get("role"))]
     if crashes:
         first = crashes[0]
         line = str(first.data.get("line") or "(no CRIT line)")
@@ -246,6 +249,8 @@ class BaselineParams(Params):
     counters: tuple[str, ...] = Field(min_length=1, strict=False)
     within: float = Field(ge=0, description="seconds after load stop to get back")
     tolerance: float = Field(default=0, ge=0)
+    relative: float = Field(default=0, ge=0, le=10,
+                            description="extra allowance as a share of each baseline value")
 
 
 @register(BaselineParams)
@@ -257,12 +262,15 @@ def back_to_baseline(
     counters: Sequence[str],
     within: float,
     tolerance: float,
+    relative: float = 0.0,
 ) -> Verdict:
-    """Each counter's last value after load_stop + within is back to its value at load start."""
+    """Each counter's last value after load_stop + within is back to its value at load start
+    (within tolerance + relative x baseline)."""
     name = "back_to_baseline"
     if (gone := missing(name, counters, series)) is not None:
         return gone
-    worst: tuple[float, str, str] = (-1.0, "", "")
+    worst: tuple[float, str, str] = (-math.inf, "", "")
+    worst_allowed = 0.0
     for counter in counters:
         column = series.column(counter)
         base = value_at(column, window.load_start)
@@ -279,13 +287,17 @@ def back_to_baseline(
             return Verdict(name, False, counter, _num(tolerance),
                            f"no sample of {counter} after load stop (t={window.load_stop:g} s)")
         diff = abs(after[-1][1] - base[1])
-        if diff > worst[0]:
-            worst = (diff, counter, f"{counter}: {_num(base[1])} before load, "
-                                    f"{_num(after[-1][1])} at t={after[-1][0]:.2f} s")
+        allowed = tolerance + relative * abs(base[1])
+        if diff - allowed > worst[0] - worst_allowed:
+            worst, worst_allowed = (diff, counter, f"{counter}: {_num(base[1])} before load, "
+                                    f"{_num(after[-1][1])} at t={after[-1][0]:.2f} s"), allowed
     diff, counter, detail = worst
     if len(counters) > 1:
         detail += f" (the worst of {len(counters)} counters)"
-    return Verdict(name, diff <= tolerance, f"{counter} {_num(diff)}", _num(tolerance), detail)
+    if relative:
+        detail += f"; allowed {_num(round(worst_allowed, 3))} for {counter}"
+    return Verdict(name, diff <= worst_allowed, f"{counter} {_num(diff)}",
+                   _num(round(worst_allowed, 6)) if relative else _num(tolerance), detail)
 
 
 class CallsParams(Params):
@@ -311,6 +323,33 @@ def calls_completed(
     ratio = done / attempted
     detail = f"{_num(done)} of {_num(attempted)} calls completed ({_num(failed)} failed)"
     return Verdict(name, ratio >= min_ratio, round(ratio, 4), min_ratio, detail)
+
+
+class OrphanParams(Params):
+    counter: str = Field(default="media.orphan_sessions", min_length=1)
+    tolerance: float = Field(default=0, ge=0)
+
+
+@register(OrphanParams)
+def no_orphan_sessions(
+    series: Series, events: Sequence[Event], window: RunWindow, *, counter: str,
+    tolerance: float,
+) -> Verdict:
+    """No call the rig saw end still has a session in the media relay (last reading after
+    load stop); the detail names some of the leaked call-ids."""
+    name = "no_orphan_sessions"
+    if (gone := missing(name, [counter], series)) is not None:
+        return gone
+    after = [(t, v) for t, v in series.column(counter) if t > window.load_stop]
+    if not after:
+        return Verdict(name, False, None, _num(tolerance),
+                       f"no reading of {counter} after load stop (t={window.load_stop:g} s)")
+    t, orphans = after[-1]
+    detail = f"{_num(orphans)} session(s) in the relay after their calls ended (t={t:.2f} s)"
+    listed = [e for e in events if e.kind == "orphan_sessions"]
+    if orphans > 0 and listed and listed[-1].data.get("call_ids"):
+        detail += ", e.g. call-id " + ", ".join(map(str, listed[-1].data["call_ids"][:3]))
+    return Verdict(name, orphans <= tolerance, _num(orphans), _num(tolerance), detail)
 
 
 # -- running them ------------------------------------------------------------------------

@@ -38,6 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="the run folder (default results/<run-id>)")
     run.add_argument("--repo", type=Path, help="repository root the service sources come from")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--target", choices=("local", "docker"),
+                     help="services as local processes or containers (default: the scenario's)")
+
+    matrix = sub.add_parser("matrix", help="run a scenario under every combination of settings")
+    matrix.add_argument("scenario", type=Path)
+    matrix.add_argument("--axis", dest="axes", action="append", default=[], required=True,
+                        metavar="KEY=V1,V2", help="a scenario key and the values to try, e.g. "
+                        "services.kamailio.shm_manager=qm,fm,tlsf")
+    matrix.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a field in every cell")
+    matrix.add_argument("--patch", dest="patches", action="append", default=[], type=Path,
+                        metavar="FILE", help="unified diff applied in every cell")
+    matrix.add_argument("--out", type=Path, help="the matrix folder (default results/matrix-...)")
+    matrix.add_argument("--repo", type=Path, help="repository root the service sources come from")
+    matrix.add_argument("--target", choices=("local", "docker"))
+    matrix.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     check = sub.add_parser("check", help="validate a scenario without running it")
     check.add_argument("scenario", type=Path)
@@ -69,11 +85,38 @@ def cmd_run(args: argparse.Namespace) -> int:
             out=args.out,
             repo=args.repo,
             progress=not args.no_progress and sys.stderr.isatty(),
+            target=args.target,
         )
     )
     print(verdict_table(outcome.summary))
     print(f"verdict: {outcome.verdict}")
     print(f"report: {outcome.folder / 'report.html'}")
+    return outcome.exit_code
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    import time
+
+    from rig.matrix import matrix_table, parse_axis, run_matrix
+    from rig.results import new_run_id
+    from rig.runner import RunRequest
+
+    axes = [parse_axis(text) for text in args.axes]
+    request = RunRequest(
+        scenario_path=args.scenario,
+        overrides=tuple(args.overrides),
+        patches=tuple(args.patches),
+        repo=args.repo,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        target=args.target,
+    )
+    out = args.out or Path("results") / new_run_id(f"matrix-{args.scenario.stem}", time.time())
+    outcome = run_matrix(
+        request, axes, out,
+        on_cell=lambda cell: print(f"{cell.name}: {cell.verdict}", flush=True),
+    )
+    print(matrix_table(outcome.results))
+    print(f"report: {outcome.report}")
     return outcome.exit_code
 
 
@@ -114,7 +157,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "report": cmd_report, "gc": cmd_gc}
+COMMANDS = {"run": cmd_run, "matrix": cmd_matrix, "check": cmd_check, "report": cmd_report,
+            "gc": cmd_gc}
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -2,11 +2,16 @@
 
 scenario -> topology up -> load + bursts while probes sample -> checks -> results -> report.
 Everything started here is stopped here, on every exit path (ExitStack), Ctrl-C included.
+
+The topology decides who drives the media relay: with `model` the rig sends NG itself
+(it plays Kamailio's rtpengine module); with `kamailio` the rig's UAC calls through
+Kamailio and Kamailio's rtpengine module sends the NG commands.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import platform
 import shutil
 import subprocess
@@ -27,15 +32,27 @@ from rig.probes.proc import ProcessProbe
 from rig.probes.relay import RelayStatsProbe
 from rig.probes.sampler import Sampler
 from rig.series import Event, Sample, Series
-from rig.topology import Endpoints
-from rig.topology.local import LocalBackend, LocalStack
-from rig.topology.model import RelaySettings, kmod_spec, relay_spec
+from rig.topology import Endpoints, ServiceSpec, Stack
+from rig.topology.local import LocalBackend
+from rig.topology.model import RelaySettings
+from rig.topology.real import (
+    KamailioSettings,
+    RtpengineSettings,
+    RunDirs,
+    StackPlan,
+    container_specs,
+    local_specs,
+)
 from rig.topology.runtime import RunRecord, reserved_host
 from rig.topology.source import apply_patches, copy_sources
 
 RIG_ROOT = Path(__file__).resolve().parents[1]
 CRASH_POLL_S = 0.1
 EXIT_PASS, EXIT_FAIL = 0, 1
+# NG 2223, the rig's UAC 5060 and UAS 5080, Kamailio 5070, rtpengine's CLI 9900
+RUN_PORTS = [2223, 5060, 5070, 5080, 9900]
+ROLES = {"relay": "media", "rtpengine": "media", "kmod": "kernel", "kamailio": "proxy"}
+NG_LIST_LIMIT = 100_000  # rtpengine lists 32 call-ids unless asked for more
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,7 @@ class RunRequest:
     results_root: Path = Path("results")
     repo: Path | None = None
     progress: bool = True
+    target: str | None = None  # local | docker; None: the scenario's `target`
 
 
 @dataclass(frozen=True)
@@ -132,6 +150,12 @@ class Run:
                 raise UsageError(f"patch not found: {patch}")
         self.started_mono = 0.0
         self.started_wall = 0.0
+        self.target = request.target or self.scenario.target
+        if self.target not in ("local", "docker"):
+            raise UsageError(f"unknown target {self.target!r} (allowed: docker, local)")
+        self.plan = stack_plan(self.scenario)
+        self.stack_timing: dict[str, float] = {}
+        self.exited: list[str] = []
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -145,7 +169,7 @@ class Run:
         record = RunRecord.for_this_process(run_id)
         with ExitStack() as stack:
             stack.callback(record.remove)
-            endpoints = Endpoints(host=stack.enter_context(reserved_host([2223, 5060, 5080])))
+            endpoints = Endpoints(host=stack.enter_context(reserved_host(RUN_PORTS)))
             services = self._start_services(stack, record, folder, endpoints)
             self.started_mono = self.clock.monotonic()
             self.started_wall = self.clock.wall()
@@ -156,38 +180,68 @@ class Run:
 
     def _start_services(
         self, stack: ExitStack, record: RunRecord, folder: Any, endpoints: Endpoints
-    ) -> LocalStack:
+    ) -> Stack:
         workdir = Path(tempfile.mkdtemp(prefix="rig-"))
         record.add_folder(workdir)
         stack.callback(shutil.rmtree, workdir, True)
         svc = self.scenario.services
-        copies = copy_sources(
-            self.repo, {"kmod": svc.kmod.source, "relay": svc.relay.source}, workdir / "src"
-        )
+        sources = {name: getattr(svc, name).source for name in self.plan.services}
+        copies = copy_sources(self.repo, sources, workdir / "src")
         apply_patches(workdir / "src", self.patches)
-        state_dir = workdir / "proc"
-        state_dir.mkdir()
-        settings = RelaySettings(workers=svc.relay.workers, shard_size=svc.relay.shard_size)
-        specs = [
-            kmod_spec(copies["kmod"], state_dir),
-            relay_spec(copies["relay"], state_dir, endpoints, settings),
-        ]
-        self.state_dir = state_dir
-        backend = LocalBackend(endpoints, folder.logs_dir, record)
+        self.dirs = RunDirs(state=workdir / "proc", kamailio=workdir / "kamailio")
+        self.dirs.state.mkdir()
+        self.dirs.kamailio.mkdir()
+        clock = self.clock
+        if self.target == "docker":
+            began = clock.monotonic()
+            backend, specs = self._docker(stack, copies, endpoints, folder, record)
+            self.stack_timing["images_s"] = round(clock.monotonic() - began, 3)
+        else:
+            backend = LocalBackend(endpoints, folder.logs_dir, record)
+            specs = local_specs(self.plan, copies, self.dirs, endpoints)
+        began = clock.monotonic()
         services = backend.start(specs)
+        self.stack_timing["stack_start_s"] = round(clock.monotonic() - began, 3)
         stack.callback(services.close)
         return services
 
-    def _probes(self, services: LocalStack, endpoints: Endpoints, driver: Any) -> list[Probe]:
-        return [
-            KmodStatusProbe.for_table(self.state_dir, endpoints.table),
-            RelayStatsProbe(endpoints.host, endpoints.ng_port),
-            ProcessProbe(services.services["relay"].pid, "relay"),
-            LoadProbe(driver.snapshot),
-        ]
+    def _docker(
+        self, stack: ExitStack, copies: dict[str, Path], endpoints: Endpoints, folder: Any,
+        record: RunRecord,
+    ) -> tuple[Any, list[ServiceSpec]]:
+        """Images of the (patched) copies, built unless their content hash exists."""
+        from rig.topology.docker import DockerBackend, connect
+        from rig.topology.images import build_images
+
+        client = connect()
+        stack.callback(client.close)
+        with open(folder.logs_dir / "build.log", "a", encoding="utf-8") as log:
+            images = build_images(client, copies, progress=lambda line: print(line, file=log))
+        tags = {name: image.tag for name, image in images.items()}
+        backend = DockerBackend(endpoints, folder.logs_dir, record, client=client)
+        return backend, container_specs(self.plan, tags, self.dirs, endpoints)
+
+    def _probes(self, services: Stack, endpoints: Endpoints, driver: Any) -> list[Probe]:
+        from rig.probes.kamailio import KamailioProbe
+        from rig.probes.rtpengine import RtpengineNgProbe
+        from rig.topology.real import kamailio_ctl
+
+        host, ng = endpoints.host, endpoints.ng_port
+        media = self.plan.media
+        probes: list[Probe] = []
+        if media == "relay":
+            probes += [KmodStatusProbe.for_table(self.dirs.state, endpoints.table),
+                       RelayStatsProbe(host, ng)]
+        else:
+            probes.append(RtpengineNgProbe(host, ng))
+        probes.append(ProcessProbe(services.services[media].pid, media))
+        if self.plan.with_kamailio:
+            probes.append(KamailioProbe(kamailio_ctl(self.dirs.kamailio), modules=False))
+        self.sessions_probe = MediaSessionsProbe(host, ng, driver.snapshot)
+        return [*probes, self.sessions_probe, LoadProbe(driver.snapshot)]
 
     def _drive_and_sample(
-        self, services: LocalStack, endpoints: Endpoints, recorder: Recorder, stack: ExitStack
+        self, services: Stack, endpoints: Endpoints, recorder: Recorder, stack: ExitStack
     ) -> tuple[Any, dict[str, Any]]:
         from rig.checks import RunWindow
         from rig.load.driver import LoadDriver
@@ -196,14 +250,11 @@ class Run:
         driver = LoadDriver(
             calls_plan(scenario),
             burst_plan(scenario),
-            targets_for(endpoints),
+            targets_for(endpoints, self.plan),
             on_event=lambda kind, data: recorder.event(Event(self._now(), kind, data)),
             seed=scenario.seed,
         )
-        relay_log = services.services["relay"].log_path
-        follower = LogFollower(
-            relay_log, lambda line: parse_relay_line(line, self.started_wall), recorder.event
-        )
+        follower = self._relay_log_follower(services, recorder)
         sampler = Sampler(
             self._probes(services, endpoints, driver),
             scenario.probes.interval,
@@ -214,24 +265,29 @@ class Run:
                 Event(self._now(), "probe_error", {"probe": name, "message": msg})
             ),
         )
-        follower.start()
-        stack.callback(follower.stop)
+        if follower is not None:
+            follower.start()
+            stack.callback(follower.stop)
         sampler.sample_once()  # the baseline, before any load
+        # Every later sample reads after this instant, so none of them counts as the
+        # baseline, even one whose probes were read while the first calls were set up.
+        load_start = before_later_samples(self._now())
         sampler.start()
         stack.callback(sampler.stop)
-        relay = services.services["relay"]
         progress = Progress(self.request.progress, scenario.duration + scenario.settle)
         stack.callback(progress.close)
-        load_start = self._now()
         report, crashed = asyncio.run(
-            drive_until_crash(driver, scenario.duration, relay.exit_code, progress.update)
+            drive_until_crash(driver, scenario.duration, self._first_exit(services),
+                              progress.update)
         )
         load_stop = self._now()
-        if crashed:
-            self._note_crash(relay, recorder)
         self._settle(scenario.settle, progress)
+        if crashed or self._first_exit(services)() is not None:
+            self._note_crash(services, recorder)
         sampler.stop()
-        follower.stop()
+        if follower is not None:
+            follower.stop()
+        self._note_orphans(recorder)
         end = self._now()
         load = load_numbers(report, driver.snapshot(), load_stop - load_start)
         return RunWindow(load_start=load_start, load_stop=load_stop, end=end), load
@@ -245,16 +301,53 @@ class Run:
     def _now(self) -> float:
         return round(self.clock.monotonic() - self.started_mono, 6)
 
-    def _note_crash(self, relay: Any, recorder: Recorder) -> None:
-        crit = [e for e in recorder.events if e.kind == "crit"]
-        line = crit[-1].data["line"] if crit else "(no CRIT line in the log)"
-        code = relay.exit_code()
-        recorder.event(
-            Event(self._now(), "crash", {"service": "relay", "exit_code": code, "line": line})
+    def _relay_log_follower(self, services: Stack, recorder: Recorder) -> LogFollower | None:
+        """make_shard and CRIT lines of the model relay become events (rtpengine has none)."""
+        if "relay" not in services.services:
+            return None
+        return LogFollower(
+            services.services["relay"].log_path,
+            lambda line: parse_relay_line(line, self.started_wall),
+            recorder.event,
         )
 
-    def _note_exits(self, services: LocalStack, recorder: Recorder) -> None:
-        for name, code in services.exit_codes.items():
+    def _first_exit(self, services: Stack) -> Callable[[], int | None]:
+        """The exit code of the first service that stopped during the run, else None."""
+
+        def exit_code() -> int | None:
+            for name, service in services.services.items():
+                code = service.exit_code()
+                if code is not None:
+                    if name not in self.exited:
+                        self.exited.append(name)
+                    return code
+            return None
+
+        return exit_code
+
+    def _note_crash(self, services: Stack, recorder: Recorder) -> None:
+        for name in self.exited:
+            service = services.services[name]
+            crit = [e for e in recorder.events if e.kind == "crit"]
+            if name == "relay" and crit:
+                line = crit[-1].data["line"]
+            else:
+                line = last_log_line(service.log_path) or "(no line in the log)"
+            recorder.event(Event(self._now(), "crash", {
+                "service": name, "role": ROLES.get(name, name),
+                "exit_code": service.exit_code(), "line": line,
+            }))
+
+    def _note_orphans(self, recorder: Recorder) -> None:
+        probe = getattr(self, "sessions_probe", None)
+        if probe is not None and probe.orphan_ids is not None:
+            recorder.event(Event(self._now(), "orphan_sessions", {
+                "count": len(probe.orphan_ids), "call_ids": sorted(probe.orphan_ids)[:20],
+            }))
+
+    def _note_exits(self, services: Stack, recorder: Recorder) -> None:
+        codes: dict[str, int] = getattr(services, "exit_codes", {})  # both backends keep them
+        for name, code in codes.items():
             recorder.event(Event(self._now(), "service_exit", {"service": name, "code": code}))
 
     def _conclude(
@@ -275,12 +368,16 @@ class Run:
             sut={
                 "commit": source_commit(self.repo),
                 "patches": [p.name for p in self.patches],
-                "target": "local",
+                "target": self.target,
+                "topology": self.plan.topology,
+                "media": self.plan.media,
+                "services": list(self.plan.services),
             },
             timing={
                 "started": self.started_wall,
                 "finished": self.clock.wall(),
                 "duration_s": round(window.end, 3),
+                **self.stack_timing,
             },
             environment=environment(),
         )
@@ -288,6 +385,56 @@ class Run:
         plot_run(folder.path)
         html_report([folder.path], folder.path / "report.html")
         return RunOutcome(folder.path, summary["verdict"], summary)
+
+
+def call_ids(reply: dict[str, Any]) -> set[str]:
+    """Call-ids of an NG `list` reply (rtpengine sends bytes, the model relay text)."""
+    calls = reply.get("calls") or []
+    return {c.decode(errors="replace") if isinstance(c, bytes) else str(c) for c in calls}
+
+
+def settled_calls(before: dict[str, float], after: dict[str, float]) -> bool:
+    """True when the driver had no call up and started none between two snapshots: then
+    every call it ever placed has ended, as far as it knows."""
+    def placed(snap: dict[str, float]) -> float:
+        return sum(snap.get(f"load.calls_{k}", 0.0) for k in ("active", "completed", "failed"))
+
+    return before.get("load.calls_active", 0.0) == 0 and after.get(
+        "load.calls_active", 0.0) == 0 and placed(before) == placed(after)
+
+
+@dataclass
+class MediaSessionsProbe:
+    """`media.sessions` (the relay's NG `list`, for either relay) and, whenever the driver has
+    no call up, `media.orphan_sessions`: sessions of calls the rig saw end.
+
+    The driver exposes no list of ended call-ids, so a session counts as an orphan only
+    when every call the driver placed has ended; during load only `media.sessions` shows.
+    """
+
+    host: str
+    port: int
+    snapshot: Callable[[], dict[str, float]]
+    timeout: float = 0.5
+    name: str = "media"
+    orphan_ids: set[str] | None = None
+
+    def read(self) -> dict[str, float]:
+        from rig.load.ng import ng_request
+        from rig.probes import ProbeError
+
+        before = self.snapshot()
+        try:
+            reply = ng_request(self.host, self.port, {"command": "list",
+                                                      "limit": NG_LIST_LIMIT}, self.timeout)
+        except Exception as exc:
+            raise ProbeError(f"NG list: {exc}") from exc
+        ids = call_ids(reply)
+        values = {"media.sessions": float(len(ids))}
+        if settled_calls(before, self.snapshot()):
+            self.orphan_ids = ids
+            values["media.orphan_sessions"] = float(len(ids))
+        return values
 
 
 @dataclass
@@ -414,20 +561,54 @@ def burst_plan(scenario: Any) -> Any:
     )
 
 
-def targets_for(endpoints: Endpoints) -> Any:
+def targets_for(endpoints: Endpoints, plan: StackPlan | None = None) -> Any:
+    """Where the rig's calls go: straight to its UAS with the rig sending NG (model), or
+    through Kamailio, which sends NG itself (kamailio)."""
     from rig.load.driver import Targets
 
+    through_proxy = plan is not None and plan.with_kamailio
     return Targets(
         host=endpoints.host,
         uac_port=endpoints.uac_port,
         uas_port=endpoints.uas_port,
         rtp_ports=endpoints.rig_rtp_ports,
-        ng=(endpoints.host, endpoints.ng_port),
+        proxy=(endpoints.host, plan.kamailio.sip_port) if through_proxy and plan else None,
+        ng=None if through_proxy else (endpoints.host, endpoints.ng_port),
     )
+
+
+def stack_plan(scenario: Any) -> StackPlan:
+    svc = scenario.services
+    kam = svc.kamailio
+    return StackPlan(
+        topology=scenario.topology,
+        media=svc.media,
+        relay=RelaySettings(workers=svc.relay.workers, shard_size=svc.relay.shard_size),
+        kamailio=KamailioSettings(shm_manager=kam.shm_manager, pkg_manager=kam.pkg_manager,
+                                  shm_mb=kam.shm_mb, pkg_mb=kam.pkg_mb, workers=kam.workers),
+        rtpengine=RtpengineSettings(delete_delay=svc.rtpengine.delete_delay),
+    )
+
+
+SAMPLE_T_STEP = 1e-4  # the sampler rounds sample times to 4 decimals
+
+
+def before_later_samples(now: float) -> float:
+    """A load start strictly before the (rounded) time of any sample taken after `now`."""
+    return math.floor(now / SAMPLE_T_STEP) * SAMPLE_T_STEP - SAMPLE_T_STEP
+
+
+def last_log_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
 PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
 
 
 def run_scenario(request: RunRequest, clock: Clock | None = None) -> RunOutcome:
+    """Run one scenario; raises ScenarioError/UsageError (bad input) or InfraError."""
     return Run(request, clock).execute()

@@ -43,9 +43,35 @@ class RelayService(ServiceSource):
     )
 
 
+MemoryManager = Literal["qm", "fm", "tlsf"]
+
+
+class KamailioService(ServiceSource):
+    """Kamailio's start-up choices: allocators (`-x`/`-X`) and pool sizes (`-m`/`-M`)."""
+
+    source: str = Field(default="containers/kamailio", min_length=1)
+    shm_manager: MemoryManager = Field(default="qm", description="shared memory allocator")
+    pkg_manager: MemoryManager = Field(default="qm", description="private memory allocator")
+    shm_mb: int = Field(default=64, ge=8, le=4096, description="shared memory pool, MiB")
+    pkg_mb: int = Field(default=8, ge=1, le=1024, description="private pool per process, MiB")
+    workers: int = Field(default=2, ge=1, le=64, description="SIP worker processes")
+
+
+class RtpengineService(ServiceSource):
+    source: str = Field(default="containers/rtpengine", min_length=1)
+    delete_delay: int = Field(
+        default=0, ge=0, le=3600, description="seconds a deleted call lingers (rtpengine: 30)"
+    )
+
+
 class Services(Frozen):
+    media: Literal["relay", "rtpengine"] = Field(
+        default="relay", description="media relay: the model relay (with kmod) or rtpengine"
+    )
     kmod: ServiceSource = ServiceSource(source="containers/kmod")
     relay: RelayService = RelayService()
+    rtpengine: RtpengineService = RtpengineService()
+    kamailio: KamailioService = KamailioService()
     patches: Annotated[tuple[str, ...], Field(strict=False)] = Field(
         default=(), description="unified diffs applied to the service sources before the run"
     )
@@ -136,6 +162,14 @@ class Scenario(Frozen):
     duration: float = Field(gt=0, le=3600, description="seconds of load")
     settle: float = Field(default=3.0, ge=0, le=600, description="seconds of sampling after load")
     seed: int = Field(default=1, ge=0)
+    topology: Literal["model", "kamailio"] = Field(
+        default="model",
+        description="model: the rig sends NG to the media relay itself; kamailio: calls go "
+                    "through Kamailio, whose rtpengine module drives the media relay",
+    )
+    target: Literal["local", "docker"] = Field(
+        default="local", description="services as local processes or containers"
+    )
     services: Services = Services()
     load: Load = Load()
     bursts: Bursts | None = None

@@ -256,6 +256,7 @@ DEFAULT_PARAMS = {
     "relay_alive": {},
     "back_to_baseline": {"counters": [SESSIONS], "within": 1.0},
     "calls_completed": {"min_ratio": 0.5},
+    "no_orphan_sessions": {},
 }
 
 
@@ -275,7 +276,8 @@ def test_a_missing_counter_fails_and_names_it(name):
     verdict = one(name, series_of([{"other.counter": 1}] * 12), **DEFAULT_PARAMS[name])
     assert not verdict.passed
     assert "missing (no sample has it)" in verdict.detail
-    assert verdict.detail.split()[1] in {"kmod.pins", SESSIONS, "load.calls_completed"}
+    assert verdict.detail.split()[1] in {"kmod.pins", SESSIONS, "load.calls_completed",
+                                         "media.orphan_sessions"}
 
 
 # -- registry and running ----------------------------------------------------------------
@@ -300,3 +302,57 @@ def test_run_checks_keeps_order_and_skips_checks_turned_off():
     verdicts = run_checks(spec, pins(1, 5, 5), [], WINDOW)
     assert [(v.name, v.passed) for v in verdicts] == [
         ("relay_alive", True), ("pins_below_ceiling", False)]
+
+
+# -- relative tolerance, orphan sessions, the media role ---------------------------------
+
+
+def shm(*values: float) -> Series:
+    return series_of([{"kamailio.shm_used": v, SESSIONS: 0} for v in values])
+
+
+def test_back_to_baseline_relative_allows_a_share_of_the_baseline():
+    grown = shm(1000, 1000, 1500, 1600, 1500, 1500, 1500, 1500, 1500, 1500, 1040, 1040)
+    counters = ["kamailio.shm_used", SESSIONS]
+    assert one("back_to_baseline", grown, counters=counters, within=1.0,
+               relative=0.05).passed
+    verdict = one("back_to_baseline", grown, counters=counters, within=1.0, relative=0.03)
+    assert not verdict.passed
+    assert verdict.observed == "kamailio.shm_used 40"
+    assert verdict.limit == 30
+
+
+def test_back_to_baseline_relative_gives_nothing_on_a_zero_baseline():
+    rows = [{SESSIONS: v} for v in (0, 0, 4, 4, 4, 4, 4, 4, 4, 4, 1, 1)]
+    verdict = one("back_to_baseline", series_of(rows), counters=[SESSIONS], within=1.0,
+                  relative=0.5)
+    assert not verdict.passed and verdict.observed == f"{SESSIONS} 1"
+
+
+def orphans(*values: float) -> Series:
+    return series_of([{"media.orphan_sessions": v} for v in values])
+
+
+def test_no_orphan_sessions_reads_the_last_value_after_load_stop():
+    assert one("no_orphan_sessions", orphans(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)).passed
+    leaked = orphans(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 3)
+    ids = Event(11.0, "orphan_sessions", {"count": 3, "call_ids": ["a1", "b2", "c3", "d4"]})
+    verdict = one("no_orphan_sessions", leaked, [ids])
+    assert not verdict.passed and verdict.observed == 3
+    assert "a1, b2, c3" in verdict.detail and "d4" not in verdict.detail
+
+
+def test_orphans_during_load_do_not_count_once_they_are_gone():
+    assert one("no_orphan_sessions", orphans(0, 0, 0, 5, 5, 0, 0, 0, 0, 0, 0, 0)).passed
+
+
+def test_no_orphan_sessions_needs_a_reading_after_load_stop():
+    verdict = one("no_orphan_sessions", orphans(0, 0, 0))
+    assert not verdict.passed and "after load stop" in verdict.detail
+
+
+def test_relay_alive_matches_the_media_role():
+    events = [Event(3.0, "crash", {"service": "rtpengine", "role": "media", "line": "abort"})]
+    assert not one("relay_alive", pins(1, 2), events, service="media").passed
+    assert not one("relay_alive", pins(1, 2), events, service="rtpengine").passed
+    assert one("relay_alive", pins(1, 2), events, service="kamailio").passed

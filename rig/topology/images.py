@@ -6,18 +6,26 @@ unchanged service is never rebuilt and two commits that differ only elsewhere sh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rig.errors import InfraError
-from rig.topology.source import tree_hash
+from rig.topology.source import IGNORED, tree_hash
 
 DEFAULT_BASE = "rig-base:bookworm"
 MAKE_BASE_HINT = "containers/base/make-base.sh (or pass base='debian:bookworm-slim')"
 SOURCE_LABEL = "rig.source-hash"
 ERROR_TAIL_LINES = 20
+REQUIREMENTS = "requirements.txt"
+WHEELS_DIR = "wheels"  # the Dockerfile installs from here with `pip install --no-index`
+PIP_TIMEOUT_S = 300
 
 Progress = Callable[[str], None]
 
@@ -49,6 +57,33 @@ def build_lines(chunks: Iterable[Mapping[str, Any]], progress: Progress) -> list
     return lines
 
 
+def download_wheels(requirements: Path, dest: Path) -> None:
+    """Fetch the wheels a service needs with the host's pip: builds have no package index."""
+    argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+            "--only-binary=:all:", "-d", str(dest), "-r", str(requirements)]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=PIP_TIMEOUT_S,
+                                check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InfraError(f"pip download for {requirements.parent.name}: {exc}") from None
+    if result.returncode != 0:
+        tail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-5:]
+        raise InfraError(f"pip download for {requirements.parent.name} failed",
+                         logs="\n".join(tail))
+
+
+@contextmanager
+def build_context(context: Path) -> Iterator[Path]:
+    """A throwaway copy of the context, with `wheels/` filled when it has requirements.txt;
+    the user's tree is never written to."""
+    with tempfile.TemporaryDirectory(prefix="rig-build-") as tmp:
+        copy = Path(tmp) / context.name
+        shutil.copytree(context, copy, ignore=IGNORED)
+        if (copy / REQUIREMENTS).is_file():
+            download_wheels(copy / REQUIREMENTS, copy / WHEELS_DIR)
+        yield copy
+
+
 def require_base(client: Any, base: str) -> None:
     from docker.errors import ImageNotFound
 
@@ -68,7 +103,7 @@ def build_image(
     progress: Progress = print,
 ) -> Image:
     """Build `containers/<service>` (or a patched copy) unless its hash tag exists."""
-    from docker.errors import APIError, ImageNotFound
+    from docker.errors import ImageNotFound
 
     if not (context / "Dockerfile").is_file():
         raise InfraError(f"{service}: no Dockerfile in {context}")
@@ -80,6 +115,15 @@ def build_image(
         pass
     require_base(client, base)
     progress(f"building {tag} from {context.name}/ on {base}")
+    with build_context(context) as prepared:
+        _build(client, service, prepared, tag, base, progress)
+    return Image(service, tag, built=True)
+
+
+def _build(client: Any, service: str, context: Path, tag: str, base: str,
+           progress: Progress) -> None:
+    from docker.errors import APIError
+
     try:
         chunks = client.api.build(
             path=str(context),
@@ -94,7 +138,6 @@ def build_image(
         build_lines(chunks, progress)
     except APIError as exc:
         raise InfraError(f"image build of {service} failed: {exc.explanation or exc}") from exc
-    return Image(service, tag, built=True)
 
 
 def build_images(

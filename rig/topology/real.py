@@ -3,13 +3,16 @@ processes or in containers, and the model SUT (kmod, relay) in containers.
 
 Every service binds on the run's loopback address (`Endpoints.host`); containers use the
 host network, so the same addresses and readiness checks serve both backends.
+`StackPlan` says which services one run starts; `local_specs`/`container_specs` turn it
+into the specs a backend starts, in start order.
 """
 
 from __future__ import annotations
 
 import secrets
 import socket
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rig.errors import UsageError
@@ -190,3 +193,78 @@ def relay_container_spec(
     local = relay_spec(MODEL_SOURCES_IN_IMAGE / "relay", state_dir, endpoints, settings)
     return replace(local, argv=["python3", *local.argv[1:]], image=image,
                    volumes={str(state_dir): str(state_dir)})
+
+
+# -- the stack of one run ----------------------------------------------------------------
+
+TOPOLOGIES = ("model", "kamailio")
+MEDIA_RELAYS = ("relay", "rtpengine")
+KAMAILIO_CONFIG = "kamailio.cfg"
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    """Which services a run starts: the media relay (the model relay with kmod, or
+    rtpengine), and Kamailio in front of it with the `kamailio` topology."""
+
+    topology: str = "model"
+    media: str = "relay"
+    relay: RelaySettings = RelaySettings(workers=4, shard_size=65536)
+    kamailio: KamailioSettings = field(default_factory=KamailioSettings)
+    rtpengine: RtpengineSettings = field(default_factory=RtpengineSettings)
+
+    def __post_init__(self) -> None:
+        if self.topology not in TOPOLOGIES:
+            raise UsageError(f"unknown topology {self.topology!r} "
+                             f"(allowed: {', '.join(TOPOLOGIES)})")
+        if self.media not in MEDIA_RELAYS:
+            raise UsageError(f"unknown media relay {self.media!r} "
+                             f"(allowed: {', '.join(MEDIA_RELAYS)})")
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Service names in start order: the relay's dependencies first, the proxy last."""
+        media = ("kmod", "relay") if self.media == "relay" else ("rtpengine",)
+        return media + (("kamailio",) if self.topology == "kamailio" else ())
+
+    @property
+    def with_kamailio(self) -> bool:
+        return self.topology == "kamailio"
+
+
+@dataclass(frozen=True)
+class RunDirs:
+    """Host folders of one run: kmod's stand-in for /proc/rtpengine, Kamailio's run folder."""
+
+    state: Path
+    kamailio: Path
+
+
+def local_specs(
+    plan: StackPlan, sources: Mapping[str, Path], dirs: RunDirs, endpoints: Endpoints
+) -> list[ServiceSpec]:
+    """Specs for local processes; `sources` maps a service to its (patched) folder copy."""
+    factories: dict[str, Callable[[], ServiceSpec]] = {
+        "kmod": lambda: kmod_spec(sources["kmod"], dirs.state),
+        "relay": lambda: relay_spec(sources["relay"], dirs.state, endpoints, plan.relay),
+        "rtpengine": lambda: rtpengine_spec(endpoints, plan.rtpengine),
+        "kamailio": lambda: kamailio_spec(sources["kamailio"] / KAMAILIO_CONFIG, dirs.kamailio,
+                                          endpoints, plan.kamailio),
+    }
+    return [factories[name]() for name in plan.services]
+
+
+def container_specs(
+    plan: StackPlan, images: Mapping[str, str], dirs: RunDirs, endpoints: Endpoints
+) -> list[ServiceSpec]:
+    """Specs for the docker backend; `images` maps a service to its image tag."""
+    factories: dict[str, Callable[[], ServiceSpec]] = {
+        "kmod": lambda: kmod_container_spec(images["kmod"], dirs.state),
+        "relay": lambda: relay_container_spec(images["relay"], dirs.state, endpoints,
+                                              plan.relay),
+        "rtpengine": lambda: rtpengine_container_spec(images["rtpengine"], endpoints,
+                                                      plan.rtpengine),
+        "kamailio": lambda: kamailio_container_spec(images["kamailio"], dirs.kamailio,
+                                                    endpoints, plan.kamailio),
+    }
+    return [factories[name]() for name in plan.services]

@@ -1,0 +1,179 @@
+"""`rig matrix`: one scenario under every combination of a few settings, side by side.
+
+Each axis is a scenario key with the values to try (`services.kamailio.shm_manager=qm,fm,tlsf`);
+every combination becomes one run (the values go in as `--set` overrides) in its own folder
+under the matrix folder. The comparison is computed as data (`CellResult`), then printed as a
+table, saved as `matrix.json`, and rendered with `rig.report.html_report` over the run folders.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rig.errors import UsageError
+
+SHM_COUNTER = "kamailio.shm_used"
+AXIS_KEY = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
+MAX_CELLS = 64
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One combination: its folder name and the overrides that make it."""
+
+    name: str
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CellResult:
+    name: str
+    overrides: tuple[str, ...]
+    verdict: str
+    cps: float | None
+    calls_completed: int | None
+    shm_peak: float | None
+    shm_last: float | None
+    checks: tuple[tuple[str, bool, Any], ...]  # (check, passed, observed)
+
+
+def parse_axis(text: str) -> Axis:
+    """`KEY=V1,V2,...` -> Axis; a malformed axis is a one-line usage error."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    values = tuple(v.strip() for v in raw.split(","))
+    if not sep or not AXIS_KEY.match(key):
+        raise UsageError(f"--axis {text!r}: expected KEY.PATH=V1,V2 "
+                         f"(e.g. services.kamailio.shm_manager=qm,fm,tlsf)")
+    if not all(values):
+        raise UsageError(f"--axis {key}: empty value in {raw!r}")
+    if len(set(values)) != len(values):
+        raise UsageError(f"--axis {key}: a value is listed twice in {raw!r}")
+    return Axis(key, values)
+
+
+def cells(axes: Sequence[Axis]) -> list[Cell]:
+    """Every combination of the axes' values, the first axis varying slowest."""
+    if not axes:
+        raise UsageError("a matrix needs at least one --axis")
+    keys = [a.key for a in axes]
+    if len(set(keys)) != len(keys):
+        raise UsageError(f"--axis given twice for the same key: {keys}")
+    combos = list(itertools.product(*(a.values for a in axes)))
+    if len(combos) > MAX_CELLS:
+        raise UsageError(f"{len(combos)} cells: at most {MAX_CELLS} per matrix")
+    return [
+        Cell(
+            name="_".join(f"{key.rsplit('.', 1)[-1]}-{safe(value)}"
+                          for key, value in zip(keys, combo, strict=True)),
+            overrides=tuple(f"{key}={value}" for key, value in zip(keys, combo, strict=True)),
+        )
+        for combo in combos
+    ]
+
+
+def safe(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "-", value)
+
+
+def cell_result(cell: Cell, summary: Mapping[str, Any]) -> CellResult:
+    """The numbers a matrix compares, from one run's summary.json."""
+    shm = summary.get("counters", {}).get(SHM_COUNTER, {})
+    load = summary.get("load", {})
+    return CellResult(
+        name=cell.name,
+        overrides=cell.overrides,
+        verdict=str(summary.get("verdict", "error")),
+        cps=load.get("cps"),
+        calls_completed=load.get("calls_completed"),
+        shm_peak=shm.get("peak"),
+        shm_last=shm.get("last"),
+        checks=tuple((c["name"], bool(c["passed"]), c.get("observed"))
+                     for c in summary.get("checks", [])),
+    )
+
+
+def matrix_table(results: Sequence[CellResult]) -> str:
+    """One row per cell: throughput, Kamailio shm, then each check's verdict."""
+    from rig.console import table
+
+    names: dict[str, None] = {}
+    for result in results:
+        for check, _, _ in result.checks:
+            names.setdefault(check, None)
+    rows = []
+    for r in results:
+        verdicts = {check: ("pass" if passed else f"FAIL ({observed})")
+                    for check, passed, observed in r.checks}
+        rows.append([r.name, r.verdict.upper(), r.cps, r.calls_completed, kib(r.shm_peak),
+                     kib(r.shm_last), *(verdicts.get(n, "-") for n in names)])
+    headers = ["cell", "verdict", "calls/s", "calls", "shm peak KiB", "shm last KiB", *names]
+    return table(headers, rows)
+
+
+def kib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1024:.0f}"
+
+
+def all_passed(results: Sequence[CellResult]) -> bool:
+    return bool(results) and all(r.verdict == "pass" for r in results)
+
+
+@dataclass(frozen=True)
+class MatrixOutcome:
+    folder: Path
+    results: tuple[CellResult, ...]
+    report: Path
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if all_passed(self.results) else 1
+
+
+def run_matrix(
+    request: Any,
+    axes: Sequence[Axis],
+    out: Path,
+    run: Callable[[Any], Any] | None = None,
+    on_cell: Callable[[CellResult], None] = lambda result: None,
+) -> MatrixOutcome:
+    """Run `request` (a RunRequest) once per cell into `out/<cell>`; write the comparison.
+
+    The scenario is validated for every cell before the first run starts.
+    """
+    from rig.report import html_report
+    from rig.scenario import load_scenario
+
+    plan = cells(axes)
+    for cell in plan:
+        load_scenario(request.scenario_path, (*request.overrides, *cell.overrides))
+    if run is None:
+        from rig.runner import run_scenario
+
+        run = run_scenario
+    out.mkdir(parents=True, exist_ok=True)
+    results, folders = [], []
+    for cell in plan:
+        outcome = run(replace(request, overrides=(*request.overrides, *cell.overrides),
+                              out=out / cell.name))
+        result = cell_result(cell, outcome.summary)
+        results.append(result)
+        folders.append(outcome.folder)
+        on_cell(result)
+    (out / "matrix.json").write_text(
+        json.dumps([asdict(r) for r in results], indent=2, default=str) + "\n", encoding="utf-8")
+    (out / "matrix.txt").write_text(matrix_table(results) + "\n", encoding="utf-8")
+    report = html_report(folders, out / "report.html")
+    return MatrixOutcome(out, tuple(results), report)
