@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO   := results/demo
 
-.PHONY: venv demo demo-bisect gate test test-fast bench lint gc clean
+.PHONY: venv demo demo-bisect gate images test test-fast bench lint gc clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ demo-bisect: venv
 gate: venv
 	$(BIN)/rig gate scenarios/pin-race.yaml --junit results/gate/junit.xml \
 		--markdown results/gate/summary.md $(GATE_ARGS)
+
+# Every service image, on a base made with debootstrap when there is no registry.
+images: venv
+	containers/base/make-base.sh
+	$(BIN)/rig images
 
 test: venv
 	$(BIN)/pytest

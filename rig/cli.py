@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("gc", help="remove processes and folders left by killed runs")
 
+    images = sub.add_parser("images", help="build the service images (containers/<service>)")
+    images.add_argument("services", nargs="*", metavar="SERVICE",
+                        help="services to build (default: every folder with a Dockerfile)")
+    images.add_argument("--base", default=None, metavar="IMAGE",
+                        help="base image (default rig-base:bookworm; or debian:bookworm-slim)")
+
     from rig.commits.cli import add_parsers
 
     add_parsers(sub)
@@ -157,8 +163,32 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_images(args: argparse.Namespace) -> int:
+    import time
+
+    from rig.errors import UsageError
+    from rig.topology.docker import connect
+    from rig.topology.images import DEFAULT_BASE, build_image
+
+    root = Path("containers")
+    if not root.is_dir():
+        raise UsageError("no containers/ folder here: run `rig images` from the rig checkout")
+    available = sorted(p.parent.name for p in root.glob("*/Dockerfile"))
+    unknown = sorted(set(args.services) - set(available))
+    if unknown:
+        raise UsageError(f"no such service: {', '.join(unknown)} "
+                         f"(available: {', '.join(available)})")
+    client = connect()
+    for service in args.services or available:
+        started = time.monotonic()
+        image = build_image(client, service, root / service, args.base or DEFAULT_BASE)
+        state = "built" if image.built else "up to date"
+        print(f"{service:<10} {image.tag:<32} {state} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "matrix": cmd_matrix, "check": cmd_check, "report": cmd_report,
-            "gc": cmd_gc}
+            "gc": cmd_gc, "images": cmd_images}
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -237,7 +237,7 @@ class Run:
         probes.append(ProcessProbe(services.services[media].pid, media))
         if self.plan.with_kamailio:
             probes.append(KamailioProbe(kamailio_ctl(self.dirs.kamailio), modules=False))
-        self.sessions_probe = MediaSessionsProbe(host, ng, driver.snapshot)
+        self.sessions_probe = MediaSessionsProbe(host, ng, driver.ended_call_ids)
         return [*probes, self.sessions_probe, LoadProbe(driver.snapshot)]
 
     def _drive_and_sample(
@@ -393,28 +393,15 @@ def call_ids(reply: dict[str, Any]) -> set[str]:
     return {c.decode(errors="replace") if isinstance(c, bytes) else str(c) for c in calls}
 
 
-def settled_calls(before: dict[str, float], after: dict[str, float]) -> bool:
-    """True when the driver had no call up and started none between two snapshots: then
-    every call it ever placed has ended, as far as it knows."""
-    def placed(snap: dict[str, float]) -> float:
-        return sum(snap.get(f"load.calls_{k}", 0.0) for k in ("active", "completed", "failed"))
-
-    return before.get("load.calls_active", 0.0) == 0 and after.get(
-        "load.calls_active", 0.0) == 0 and placed(before) == placed(after)
-
-
 @dataclass
 class MediaSessionsProbe:
-    """`media.sessions` (the relay's NG `list`, for either relay) and, whenever the driver has
-    no call up, `media.orphan_sessions`: sessions of calls the rig saw end.
-
-    The driver exposes no list of ended call-ids, so a session counts as an orphan only
-    when every call the driver placed has ended; during load only `media.sessions` shows.
-    """
+    """`media.sessions` (the relay's NG `list`, for either relay) and `media.orphan_sessions`:
+    sessions of calls the rig saw end. Right after a call ends its delete may still be on the
+    way, so only the readings after the load (settle) say whether a session leaked."""
 
     host: str
     port: int
-    snapshot: Callable[[], dict[str, float]]
+    ended: Callable[[], set[str]]
     timeout: float = 0.5
     name: str = "media"
     orphan_ids: set[str] | None = None
@@ -423,18 +410,15 @@ class MediaSessionsProbe:
         from rig.load.ng import ng_request
         from rig.probes import ProbeError
 
-        before = self.snapshot()
         try:
             reply = ng_request(self.host, self.port, {"command": "list",
                                                       "limit": NG_LIST_LIMIT}, self.timeout)
         except Exception as exc:
             raise ProbeError(f"NG list: {exc}") from exc
         ids = call_ids(reply)
-        values = {"media.sessions": float(len(ids))}
-        if settled_calls(before, self.snapshot()):
-            self.orphan_ids = ids
-            values["media.orphan_sessions"] = float(len(ids))
-        return values
+        self.orphan_ids = ids & self.ended()
+        return {"media.sessions": float(len(ids)),
+                "media.orphan_sessions": float(len(self.orphan_ids))}
 
 
 @dataclass

@@ -84,10 +84,12 @@ class Outcomes(Frozen):
     busy: float = Field(default=0.0, ge=0, le=1)
     cancel: float = Field(default=0.0, ge=0, le=1)
     no_answer: float = Field(default=0.0, ge=0, le=1)
+    vanish: float = Field(default=0.0, ge=0, le=1, description=(
+        "answered, then the caller goes silent without BYE; the callee hangs up"))
 
     @model_validator(mode="after")
     def shares_sum_to_one(self) -> Outcomes:
-        total = self.answered + self.busy + self.cancel + self.no_answer
+        total = self.answered + self.busy + self.cancel + self.no_answer + self.vanish
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"shares sum to {total:g} (allowed: shares that sum to 1)")
         return self

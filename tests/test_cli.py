@@ -81,3 +81,11 @@ def test_gc_on_a_clean_machine(capsys, tmp_path: Path, monkeypatch):
     code, out, _ = run_cli(capsys, "gc")
     assert code == 0
     assert out.startswith("removed 0 dead run(s)")
+
+
+def test_images_of_an_unknown_service_names_it_and_the_known_ones(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, _, err = run_cli(capsys, "images", "kamailo")
+    assert code == 2
+    assert "kamailo" in err and "kamailio" in err
+    assert len(err.strip().splitlines()) == 1

@@ -20,7 +20,7 @@ from rig.matrix import (
     parse_axis,
     run_matrix,
 )
-from rig.runner import RunRequest, call_ids, settled_calls, stack_plan, targets_for
+from rig.runner import MediaSessionsProbe, RunRequest, call_ids, stack_plan, targets_for
 from rig.scenario import load_scenario
 from rig.topology import Endpoints
 from rig.topology.real import RunDirs, StackPlan, container_specs, local_specs
@@ -203,16 +203,14 @@ def test_call_ids_accepts_bytes_and_text():
     assert call_ids({"result": "ok"}) == set()
 
 
-def snap(active: float, completed: float, failed: float = 0) -> dict[str, float]:
-    return {"load.calls_active": active, "load.calls_completed": completed,
-            "load.calls_failed": failed}
+def test_orphans_are_listed_sessions_of_calls_the_driver_saw_end(monkeypatch):
+    import rig.load.ng
 
-
-def test_orphans_count_only_when_no_call_is_up_and_none_started():
-    assert settled_calls(snap(0, 10), snap(0, 10))
-    assert not settled_calls(snap(1, 9), snap(0, 10))
-    assert not settled_calls(snap(0, 10), snap(1, 10))  # one started during the list
-    assert not settled_calls(snap(0, 10), snap(0, 10, 1))
+    reply = {"result": "ok", "calls": [b"ended@x", b"live@x"]}
+    monkeypatch.setattr(rig.load.ng, "ng_request", lambda *args: reply)
+    probe = MediaSessionsProbe("127.0.0.1", 2223, lambda: {"ended@x", "other@x"})
+    assert probe.read() == {"media.sessions": 2.0, "media.orphan_sessions": 1.0}
+    assert probe.orphan_ids == {"ended@x"}
 
 
 @pytest.mark.parametrize("now", [0.0123456, 0.01235, 3.0, 7.99999, 12.00004])

@@ -71,7 +71,7 @@ def test_full_scenario_loads_with_every_value(tmp_path):
     assert s.services.relay.shard_size == 65536
     assert s.services.patches == ("relay-recheck-after-pin.patch",)
     assert dict(s.load.outcomes) == {"answered": 0.7, "busy": 0.1, "cancel": 0.1,
-                                     "no_answer": 0.1}
+                                     "no_answer": 0.1, "vanish": 0.0}
     assert s.load.rtp is not None and s.load.rtp.codec == "PCMA"
     assert s.bursts is not None and s.bursts.count == 10
     assert dict(s.checks.items())["pins_below_ceiling"] == {"ceiling": 16, "counter": "kmod.pins"}

@@ -138,6 +138,10 @@ class BurstTimer:
         self.action_timeout = ACTION_TIMEOUT_S
         self.realtime_workers = 0
         self._count_lock = threading.Lock()
+        # fire() queues a burst and close() queues the stop marker under this lock, so a
+        # burst is either refused or queued ahead of the marker, never stranded behind it.
+        self._queue_lock = threading.Lock()
+        self._closed = False
         self._inboxes: list[queue.SimpleQueue[_Burst | None]] = [
             queue.SimpleQueue() for _ in range(workers)
         ]
@@ -154,11 +158,12 @@ class BurstTimer:
         """Run actions[i] on worker i at the deadline; blocks until every worker is done."""
         if len(actions) != self.workers:
             raise ValueError(f"burst {index}: {len(actions)} actions for {self.workers} workers")
-        if not self._threads:
-            raise BurstError("burst timer is closed")
         burst = _Burst(deadline, actions, [0.0] * self.workers)
-        for inbox in self._inboxes:
-            inbox.put(burst)
+        with self._queue_lock:
+            if self._closed:
+                raise BurstError("burst timer is closed")
+            for inbox in self._inboxes:
+                inbox.put(burst)
         if self.wake == "event":
             self._release_at_deadline(burst)
         self._wait_done(index, burst)
@@ -205,8 +210,12 @@ class BurstTimer:
                 burst.done.release()
 
     def close(self) -> None:
-        for inbox in self._inboxes:
-            inbox.put(None)
+        with self._queue_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for inbox in self._inboxes:
+                inbox.put(None)
         for thread in self._threads:
             thread.join(5)
         self._threads = []

@@ -32,7 +32,10 @@ from rig.load.sip import (
 )
 
 Address = tuple[str, int]
-EXPECTED_FINAL = {"answered": 200, "busy": 486, "cancel": 487, "no_answer": 487}
+EXPECTED_FINAL = {"answered": 200, "busy": 486, "cancel": 487, "no_answer": 487, "vanish": 200}
+# vanish: the callee notices the silent caller this long after the caller went (RTP timeout)
+VANISH_NOTICE_S = 1.0
+VANISHED_REMEMBERED = 100_000  # call-ids whose requests are dropped unanswered
 SOCKET_BUFFER = 4 * 1024 * 1024
 READ_BATCH = 64
 MAX_DATAGRAM = 65535
@@ -208,6 +211,7 @@ class Uac:
         self._calls: dict[str, _Mailbox] = {}
         self._endpoint: _Endpoint | None = None
         self._ending = False
+        self._vanished: OrderedDict[str, None] = OrderedDict()
         self.stray = 0
 
     async def start(self) -> None:
@@ -235,10 +239,18 @@ class Uac:
         for box in self._calls.values():
             box.wake()
 
+    def vanish(self, call_id: str) -> None:
+        """From now on, act as a caller that is gone: requests of this call get no answer."""
+        self._vanished[call_id] = None
+        while len(self._vanished) > VANISHED_REMEMBERED:
+            self._vanished.popitem(last=False)
+
     def _on_message(self, message: SipMessage, addr: Address) -> None:
         box = self._calls.get(message.call_id)
         if box is not None:
             box.put((message, addr))
+        elif message.call_id in self._vanished:
+            self.stray += 1
         elif message.is_request and message.method != "ACK":
             self._send(build_response(message, 481), addr)
         else:
@@ -312,6 +324,8 @@ class _UacCall:
     async def run(self, sdp: str, on_answered: AnsweredHook | None) -> CallResult:
         spec = self.spec
         directive = Directive(spec.outcome, spec.hangup, spec.hold)
+        if spec.outcome == "vanish":  # the callee hangs up once it notices the silence
+            directive = Directive("vanish", "uas", spec.hold + VANISH_NOTICE_S)
         branch = self.uac._ids.branch()
         invite = build_request(self.leg, "INVITE", 1, branch, sdp,
                                extra=((RIG_HEADER, format_directive(directive)),))
@@ -325,7 +339,7 @@ class _UacCall:
                 return self.result(True, status=status)
             return self.result(False, f"unexpected {status} to INVITE", status)
         self.confirm(final)
-        if spec.outcome != "answered":
+        if spec.outcome not in ("answered", "vanish"):
             await self.bye()
             return self.result(False, f"answered although {spec.outcome} was asked", status)
         if on_answered is not None:
@@ -397,6 +411,10 @@ class _UacCall:
 
     async def hang_up(self, status: int) -> CallResult:
         spec = self.spec
+        if spec.outcome == "vanish":
+            if not await self.wait_for_bye(self.loop.time() + spec.hold):
+                self.uac.vanish(self.leg.call_id)  # no BYE; the callee's BYE goes unanswered
+            return self.result(True, status=status)
         if spec.hangup == "uas":
             if await self.wait_for_bye(self.loop.time() + spec.hold + self.timers.timeout):
                 return self.result(True, status=status)
@@ -517,6 +535,7 @@ class Uas:
         self._tasks: set[asyncio.Task[None]] = set()
         self._endpoint: _Endpoint | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ending = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -542,6 +561,15 @@ class Uas:
     @property
     def active(self) -> int:
         return len(self._calls)
+
+    def end_calls(self) -> None:
+        """Send now the BYEs this side was going to send later, and from now on hang up at
+        the ACK (the load is over)."""
+        self._ending = True
+        for call in list(self._calls.values()):
+            if call.state == "confirmed" and call.timer is not None:
+                call.timer.cancel()
+                self._start_bye(call)
 
     def _send(self, data: bytes, addr: Address) -> None:
         if self._endpoint is not None:
@@ -581,7 +609,7 @@ class Uas:
         self.counts.outcomes[outcome] = self.counts.outcomes.get(outcome, 0) + 1
         if outcome == "busy":
             self._final(call, 486)
-        elif outcome == "answered":
+        elif outcome in ("answered", "vanish"):
             self._respond(call, 180)
             answer = self.on_offer(invite.call_id, invite.body) if self.on_offer else ""
             self._final(call, 200, answer)
@@ -629,7 +657,8 @@ class Uas:
             return
         call.state = "confirmed"
         if call.directive.hangup == "uas":
-            call.timer = self._later(call.directive.hold, self._start_bye, call)
+            hold = 0.0 if self._ending else call.directive.hold
+            call.timer = self._later(hold, self._start_bye, call)
 
     def _on_cancel(self, cancel: SipMessage, addr: Address) -> None:
         call = self._calls.get(cancel.call_id)
@@ -668,7 +697,7 @@ class Uas:
                 self.counts.completed += 1
             else:
                 self.counts.failed += 1
-        if self.on_end is not None and call.directive.outcome == "answered":
+        if self.on_end is not None and call.directive.outcome in ("answered", "vanish"):
             self.on_end(call.invite.call_id)
 
     def _remember_end(self, call_id: str, response: bytes) -> None:
@@ -710,7 +739,9 @@ class Uas:
                 box, lambda: self._send(data, hop), branch, "BYE", self.timers)
         finally:
             del self._byes[invite.call_id]
-        self._finish(call, completed=response is not None and 200 <= response.status < 300)
+        answered = response is not None and 200 <= response.status < 300
+        # A vanished caller cannot answer: the BYE (or the proxy's 408) is all there is.
+        self._finish(call, completed=answered or call.directive.outcome == "vanish")
 
     def _later(
         self, delay: float, fn: Callable[[_UasCall], None], call: _UasCall

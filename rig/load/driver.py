@@ -14,7 +14,7 @@ import math
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ DRIVER_TIMERS = SipTimers(t1=0.5, t2=4.0, timeout=8.0)  # loopback: 8 s bounds a
 PACE_TICK = 0.002  # the pacer wakes at most this often; calls due meanwhile start together
 MAX_CATCH_UP = 0.05  # after waiting at the concurrency cap, do not burst out missed calls
 UAS_SETTLE = 1.0  # seconds the UAS may take to see the last ACKs after the UAC is done
+ENDED_REMEMBERED = 100_000  # call-ids of ended calls kept for the orphan-session probe
 FIRE_MARGIN = 0.02  # seconds the burst workers get between the hand-over and the deadline
 
 
@@ -213,6 +214,7 @@ class LoadDriver:
         self._engine: Any = None
         self._lock = threading.Lock()
         self._counts = _Counts()
+        self._ended: OrderedDict[str, None] = OrderedDict()
         self._uas_ports: dict[str, tuple[int, tuple[str, int]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_waiter: asyncio.Future[None] | None = None
@@ -232,6 +234,11 @@ class LoadDriver:
         values["load.rtp_sent"] = float(totals.get("rtp_sent", 0))
         values["load.rtp_received"] = float(totals.get("rtp_received", 0))
         return values
+
+    def ended_call_ids(self) -> set[str]:
+        """Call-ids of the calls this driver saw end (the latest ENDED_REMEMBERED)."""
+        with self._lock:
+            return set(self._ended)
 
     def _rtp_totals(self) -> dict[str, float]:
         engine = self._engine
@@ -269,7 +276,7 @@ class LoadDriver:
             try:
                 await asyncio.gather(*jobs)
                 load_seconds = loop.time() - started
-                await self._wind_down(uac)
+                await self._wind_down(uac, uas)
             finally:  # cancelled (the relay died, Ctrl-C): no call task outlives the run
                 await _cancel_all(self._tasks)
             if self.own_uas:
@@ -320,9 +327,11 @@ class LoadDriver:
         stack.callback(timer.close)
         return timer
 
-    async def _wind_down(self, uac: Uac) -> None:
+    async def _wind_down(self, uac: Uac, uas: Uas) -> None:
         """Hang up everything still up; give calls one transaction timeout to end."""
         uac.end_calls()
+        if self.own_uas:
+            uas.end_calls()  # callees of vanished callers: their BYE is what deletes media
         if not self._tasks:
             return
         _, late = await asyncio.wait(set(self._tasks), timeout=self.timers.timeout + 1.0)
@@ -437,7 +446,7 @@ class LoadDriver:
             if offered:
                 await _quietly(media.delete(call_id, from_tag, to_tag))
             self._close_ports(call_id, ports)
-            self._end(result, reason)
+            self._end(call_id, result, reason)
 
     def _offer_sdp(self, call_id: str, ports: list[int]) -> str:
         plan = self._rtp_plan()
@@ -494,8 +503,11 @@ class LoadDriver:
             self._counts.attempted += 1
             self._counts.active += 1
 
-    def _end(self, result: CallResult | None, reason: str) -> None:
+    def _end(self, call_id: str, result: CallResult | None, reason: str) -> None:
         with self._lock:
+            self._ended[call_id] = None
+            if len(self._ended) > ENDED_REMEMBERED:
+                self._ended.popitem(last=False)
             c = self._counts
             c.active -= 1
             if result is not None and result.completed:

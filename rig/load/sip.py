@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 BRANCH_MAGIC = "z9hG4bK"
 RIG_HEADER = "X-Rig-Outcome"
-OUTCOMES = ("answered", "busy", "cancel", "no_answer")
+OUTCOMES = ("answered", "busy", "cancel", "no_answer", "vanish")
 
 # Compact forms (RFC 3261 section 7.3.3 and the registry) -> lower-case full names.
 COMPACT = {

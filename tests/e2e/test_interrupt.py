@@ -54,6 +54,7 @@ def test_signal_mid_run_leaves_nothing_behind(tmp_path: Path, private_runtime: P
     finally:
         if rig.poll() is None:
             rig.kill()
+            rig.communicate()  # reap it and close its pipes; the next test starts clean
     assert rig.returncode == 130, err
     assert "interrupted" in err
     assert wait_for(lambda: not labelled_processes(str(private_runtime)), 5)

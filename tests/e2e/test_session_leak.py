@@ -46,7 +46,7 @@ def assert_passes(outcome: RunOutcome) -> None:
     failed = [c for c in outcome.summary["checks"] if not c["passed"]]
     assert outcome.verdict == "pass", failed
     outcomes = outcome.summary["load"]["outcomes"]
-    assert set(outcomes) == {"answered", "busy", "cancel", "no_answer"}  # every ending ran
+    assert set(outcomes) == {"answered", "busy", "cancel", "no_answer", "vanish"}  # all ran
     assert check(outcome, "no_orphan_sessions")["observed"] == 0
 
 

@@ -157,6 +157,31 @@ def test_closed_timer_refuses_to_fire() -> None:
     assert t.realtime_workers == 0
 
 
+def test_close_racing_fire_never_strands_the_burst() -> None:
+    """Ctrl-C closes the timer while a burst may be on its way in from another thread: the
+    burst must either run or be refused, never wait out the action timeout."""
+    stranded = 0
+    for _ in range(200):
+        t = BurstTimer(2, realtime=False)
+        t.action_timeout = 5.0
+        outcome: list[str] = []
+
+        def fire(timer: BurstTimer = t, out: list[str] = outcome) -> None:
+            try:
+                timer.fire(0, time.monotonic(), [lambda: None] * 2)
+                out.append("fired")
+            except BurstError as exc:
+                out.append(str(exc))
+
+        thread = threading.Thread(target=fire)
+        thread.start()
+        t.close()
+        thread.join(2.0)
+        stranded += thread.is_alive() or "still busy" in "".join(outcome)
+        thread.join()
+    assert stranded == 0
+
+
 def test_actions_start_media_streams_together() -> None:
     """The production path: each worker starts its streams in the MediaEngine."""
     workers, per_worker = 4, 3

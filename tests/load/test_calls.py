@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rig.load.calls import CallResult, CallSpec, SipTimers, Uac, Uas, UasCounts
+from rig.load.calls import VANISH_NOTICE_S, CallResult, CallSpec, SipTimers, Uac, Uas, UasCounts
 from rig.load.sip import SipMessage, build_response, parse_message
 
 UAC_HOST, UAS_HOST, PEER_HOST = "127.0.3.1", "127.0.3.2", "127.0.3.3"
@@ -105,6 +105,35 @@ def test_each_outcome_completes_on_both_sides(name: str) -> None:
     result = run(with_pair(job))
     assert result.completed, result.reason
     assert result.status == {"answered": 200, "busy": 486}.get(spec.outcome, 487)
+
+
+def test_a_vanished_caller_leaves_the_callee_to_hang_up_unanswered() -> None:
+    ended: list[str] = []
+
+    async def job(uac: Uac, uas: Uas) -> CallResult:
+        result = await uac.call(CallSpec("vanish", hold=0.05), sdp="v=0\r\n")
+        assert uas.active == 1  # the callee has not noticed yet
+        await until_idle(uas, seconds=VANISH_NOTICE_S + GIVE_UP_SOON.timeout + 2.0)
+        assert (uas.counts.completed, uas.counts.failed, uas.active) == (1, 0, 0)
+        assert uac.stray >= 2  # the BYE and its retransmissions, dropped without a reply
+        return result
+
+    result = run(with_pair(job, GIVE_UP_SOON, on_end=ended.append))
+    assert (result.completed, result.status) == (True, 200)
+    assert ended == [result.call_id]
+
+
+def test_uas_end_calls_sends_the_pending_bye_at_once() -> None:
+    async def job(uac: Uac, uas: Uas) -> float:
+        await uac.call(CallSpec("vanish", hold=0.0), sdp="v=0\r\n")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        uas.end_calls()
+        while uac.stray == 0 and loop.time() - started < 3 * VANISH_NOTICE_S:
+            await asyncio.sleep(0.005)
+        return loop.time() - started
+
+    assert run(with_pair(job, GIVE_UP_SOON)) < VANISH_NOTICE_S / 2
 
 
 def test_a_mixed_batch_is_counted_exactly() -> None:
