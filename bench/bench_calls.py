@@ -54,8 +54,8 @@ class Measurement:
 
 
 def run_loop(job: Any) -> Any:
-    """Run a coroutine on uvloop when it is installed (and not turned off), else asyncio."""
-    if os.environ.get("RIG_BENCH_UVLOOP", "1") == "1":
+    """asyncio, as `rig run` uses; RIG_BENCH_UVLOOP=1 tries uvloop (if installed) instead."""
+    if os.environ.get("RIG_BENCH_UVLOOP", "0") == "1":
         try:
             import uvloop
         except ImportError:
@@ -66,7 +66,7 @@ def run_loop(job: Any) -> Any:
 
 
 def loop_name() -> str:
-    if os.environ.get("RIG_BENCH_UVLOOP", "1") != "1":
+    if os.environ.get("RIG_BENCH_UVLOOP", "0") != "1":
         return "asyncio"
     try:
         import uvloop

@@ -201,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {**COMMANDS, **COMMIT_COMMANDS}
     signal.signal(signal.SIGTERM, _terminate)
+    # A shell starts background jobs with SIGINT ignored and Python keeps it so; a run must
+    # still stop, and clean up, on `kill -INT`.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return commands[args.command](args)
     except InfraError as exc:

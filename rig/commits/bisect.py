@@ -42,6 +42,7 @@ class Search(Protocol):
     def next_step(self) -> Step | None: ...
     def posterior(self) -> Any: ...
     def best(self) -> tuple[int, float]: ...
+    def best_range(self) -> tuple[int, int, float]: ...
     def to_json(self) -> Any: ...
 
     @property
@@ -110,6 +111,8 @@ class BisectResult:
     posterior: tuple[float, ...]
     skipped: tuple[int, ...]
     counts: tuple[tuple[int, int], ...] = ()  # (failed runs, runs) per commit
+    # (lo, hi, probability): commits no run can tell apart (skipped ones before a probed one)
+    best_range: tuple[int, int, float] | None = None
 
     @property
     def culprit(self) -> Commit:
@@ -281,7 +284,7 @@ def result_of(state: BisectState, search: Search) -> BisectResult:
             counts[entry.index][1] += 1
     return BisectResult(tuple(state.commits), index, prob, state.counted(), search.reason,
                         tuple(float(x) for x in search.posterior()), tuple(skipped),
-                        tuple((f, r) for f, r in counts))
+                        tuple((f, r) for f, r in counts), search.best_range())
 
 
 # -- what the user sees --------------------------------------------------------------------
@@ -300,6 +303,11 @@ def report_lines(result: BisectResult, confidence: float) -> list[str]:
                      f"best guess: {found}")
     lines.append(f"probability {result.probability:.4f} after {result.runs} scenario runs "
                  f"over {len(result.commits)} commits")
+    if result.best_range is not None and result.best_range[0] < result.best_range[1]:
+        lo, hi, prob = result.best_range
+        lines.append(f"the first bad commit is one of {result.commits[lo].short}.."
+                     f"{result.commits[hi].short} with probability {prob:.4f} (skipped commits "
+                     "cannot be told apart from the next tested one)")
     if result.skipped:
         names = ", ".join(result.commits[i].short for i in result.skipped)
         lines.append(f"skipped (would not build or start): {names}")

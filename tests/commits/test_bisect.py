@@ -206,6 +206,20 @@ def test_bisect_step_exit_codes(run, code, scenario):
     assert why.split(":")[0] in {"good", "bad", "skip"}
 
 
+def test_a_skipped_commit_just_before_the_culprit_is_reported_as_a_range(
+        history, scenario, tmp_path):
+    first = BisectSearch(N).next_step()
+    assert first is not None
+    broken = first.index
+    oracle = FlakyOracle(broken + 1, 0.8, broken=frozenset({broken}))
+    result = bisect(args_for(history, scenario), tmp_path / "out", FakeRun(oracle))
+    assert result.reason == "confident"
+    assert result.best_range is not None and result.best_range[:2] == (broken, broken + 1)
+    shorts = [c.short for c in result.commits]
+    assert any(f"one of {shorts[broken]}..{shorts[broken + 1]}" in line
+               for line in report_lines(result, 0.99))
+
+
 def test_a_start_failure_after_good_runs_is_ignored_once_then_skipped(history, scenario,
                                                                       tmp_path):
     first = BisectSearch(N).next_step()
