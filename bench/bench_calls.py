@@ -2,8 +2,9 @@
 
 Each side runs as two processes (caller, callee) on loopback, at each offered rate for a
 fixed number of seconds with a concurrency cap; the number is completed calls per wall
-second. The headline is the best rig rate over the best SIPp rate, measured in the same
-run on the same (possibly shared, so noisy) machine. Saved to results/bench/calls.json.
+second, and the CPU time caller and callee spent per completed call. The headline is the
+best rig rate over the best SIPp rate, measured in the same run on the same (possibly
+shared, so noisy) machine. Saved to results/bench/calls.json.
 
     python bench/bench_calls.py [--seconds 8] [--rates 1000,2000,4000,8000] [--limit 200]
     python bench/bench_calls.py --profile   # one rig run under pyinstrument, if installed
@@ -47,10 +48,15 @@ class Measurement:
     seconds: float
     completed: int
     failed: int
+    cpu_s: float  # caller and callee together, from start to the end of the window
 
     @property
     def cps(self) -> float:
         return self.completed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_call(self) -> float:
+        return self.cpu_s / self.completed * 1e6 if self.completed else 0.0
 
 
 def run_loop(job: Any) -> Any:
@@ -99,6 +105,15 @@ def background(argv: list[str], cwd: Path | None = None, verbose: bool = False) 
                 process.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a live process, from /proc (0.0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # ---- rig -------------------------------------------------------------------------------
 
 
@@ -116,13 +131,15 @@ def run_rig(rate: int, seconds: float, limit: int, profile: bool = False) -> Mea
     plan = CallPlan(cps=rate, max_concurrent=limit, hold=0.0, outcomes={"answered": 1.0},
                     no_answer_timeout=1.0, rtp=None)
     targets = Targets(HOST, free_port(HOST), uas_port, rtp_ports=(40000, 40001))
-    with background(callee):
+    with background(callee) as process:
         time.sleep(STARTUP_S)
         driver = LoadDriver(plan, None, targets, lambda kind, data: None, own_uas=False,
                             uas_hangup_share=0.0)
         job = lambda: run_loop(counted_at_end(driver, seconds))  # noqa: E731
+        cpu_before = time.process_time() + cpu_seconds(process.pid)  # imports not counted
         completed, failed = profiled(job) if profile else job()
-    return Measurement("rig", rate, seconds, completed, failed)
+        cpu = time.process_time() + cpu_seconds(process.pid) - cpu_before
+    return Measurement("rig", rate, seconds, completed, failed, cpu)
 
 
 async def counted_at_end(driver: LoadDriver, seconds: float) -> tuple[int, int]:
@@ -163,12 +180,13 @@ def run_sipp(sipp: str, rate: int, seconds: float, limit: int) -> Measurement:
         caller = [sipp, "-sn", "uac", "-i", HOST, "-p", str(uac_port), f"{HOST}:{uas_port}",
                   "-r", str(rate), "-l", str(limit), *common, "-trace_stat",
                   "-stf", str(folder / "stats.csv"), "-fd", "1"]
-        with background(callee, folder), background(caller, folder):
+        with background(callee, folder) as uas, background(caller, folder) as uac:
             # SIPp waits for every call it started, and a lost datagram can hold its default
             # scenario for long: stop it at the end of the window and read its last stats
             time.sleep(STARTUP_S + seconds + 1.2)
+            cpu = cpu_seconds(uas.pid) + cpu_seconds(uac.pid)
         completed, failed, elapsed = sipp_stats(folder / "stats.csv")
-    return Measurement("sipp", rate, elapsed, completed, failed)
+    return Measurement("sipp", rate, elapsed, completed, failed, cpu)
 
 
 def sipp_stats(csv_path: Path) -> tuple[int, int, float]:
@@ -197,10 +215,11 @@ def summarise(rows: list[Measurement]) -> dict[str, Any]:
 
 
 def table(rows: list[Measurement], summary: dict[str, Any]) -> str:
-    lines = [f"{'offered':>8} {'tool':>5} {'completed':>10} {'failed':>7} {'calls/s':>9}"]
+    lines = [f"{'offered':>8} {'tool':>5} {'completed':>10} {'failed':>7} {'calls/s':>9} "
+             f"{'CPU µs/call':>12}"]
     for r in rows:
         lines.append(f"{r.offered_cps:>8} {r.tool:>5} {r.completed:>10} {r.failed:>7} "
-                     f"{r.cps:>9.0f}")
+                     f"{r.cps:>9.0f} {r.cpu_us_per_call:>12.0f}")
     best = summary["best_cps"]
     ratio = summary["ratio_rig_over_sipp"]
     lines.append(f"best: rig {best['rig']:.0f}/s, SIPp {best['sipp']:.0f}/s, "
@@ -216,7 +235,8 @@ def save(rows: list[Measurement], summary: dict[str, Any], args: argparse.Namesp
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "event_loop": loop_name(), "load_avg": os.getloadavg()},
         "settings": {"seconds": args.seconds, "limit": args.limit, "hold": 0, "media": False},
-        "rows": [{**asdict(r), "cps": round(r.cps, 1)} for r in rows],
+        "rows": [{**asdict(r), "cps": round(r.cps, 1),
+                  "cpu_us_per_call": round(r.cpu_us_per_call, 1)} for r in rows],
         **summary,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,16 @@ class BurstResult:
         return tuple((t - self.deadline) * 1e6 for t in self.fire_times)
 
     @property
+    def skew_us(self) -> tuple[float, ...]:
+        """Fire time minus the burst's earliest fire time, per worker, in microseconds.
+
+        Apart from the offsets, this leaves out how late the whole burst woke (the
+        machine's timer latency), which all workers share and a relay does not notice.
+        """
+        first = min(self.fire_times, default=0.0)
+        return tuple((t - first) * 1e6 for t in self.fire_times)
+
+    @property
     def spread_p50_us(self) -> float:
         return percentile(self.offsets_us, 50)
 
@@ -77,13 +87,18 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def spread_summary(results: Sequence[BurstResult]) -> dict[str, float]:
-    """p50/p99/max of fire-time offsets over every worker of every burst, in µs."""
+    """p50/p99/max over every worker of every burst, in µs: offsets from the deadline
+    (spread_*) and from the burst's earliest worker (skew_*)."""
     offsets = [o for r in results for o in r.offsets_us]
+    skews = [s for r in results for s in r.skew_us]
     return {
         "bursts": float(len(results)),
         "spread_p50_us": percentile(offsets, 50),
         "spread_p99_us": percentile(offsets, 99),
         "spread_max_us": max(offsets, default=0.0),
+        "skew_p50_us": percentile(skews, 50),
+        "skew_p99_us": percentile(skews, 99),
+        "skew_max_us": max(skews, default=0.0),
     }
 
 

@@ -100,8 +100,14 @@ def test_spread_summary_pools_every_worker_of_every_burst() -> None:
     assert summary["bursts"] == 2
     assert summary["spread_p50_us"] == pytest.approx(1.5, abs=1e-6)
     assert summary["spread_max_us"] == pytest.approx(3.0, abs=1e-6)
-    assert spread_summary([]) == {"bursts": 0.0, "spread_p50_us": 0.0,
-                                  "spread_p99_us": 0.0, "spread_max_us": 0.0}
+    assert summary["skew_max_us"] == pytest.approx(1.0, abs=1e-6)  # b: 2.000003 - 2.000002
+    assert set(spread_summary([]).values()) == {0.0}
+
+
+def test_skew_leaves_out_the_lateness_every_worker_shares() -> None:
+    late = BurstResult(0, 5.0, (5.000150, 5.000160, 5.000150))
+    assert late.offsets_us == pytest.approx((150.0, 160.0, 150.0))
+    assert late.skew_us == pytest.approx((0.0, 10.0, 0.0))
 
 
 def test_percentile_interpolates() -> None:
