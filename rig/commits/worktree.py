@@ -2,7 +2,9 @@
 
 A checkout is a detached `git worktree` in a temporary folder: the user's working tree,
 index and branches are never touched, and the worktree is removed (and pruned) on every
-exit path, an exception or Ctrl-C included.
+exit path, an exception or Ctrl-C included. A SIGKILL skips all of that, so the folder is
+also written into a run record: `rig gc` removes it once this process is gone, and the
+next checkout's `git worktree prune` forgets it in the repository.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rig.errors import UsageError
+from rig.topology.runtime import RunRecord
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,9 @@ def checkout(repo: Path, rev: str) -> Iterator[Path]:
     sha = resolve(repo, rev)
     parent = Path(tempfile.mkdtemp(prefix="rig-worktree-"))
     tree = parent / sha[:12]
+    record = RunRecord.for_this_process(parent.name)
     try:
+        record.add_folder(parent)
         git(repo, "worktree", "add", "--detach", "--quiet", str(tree), sha)
         yield tree
     finally:
@@ -109,3 +114,4 @@ def checkout(repo: Path, rev: str) -> Iterator[Path]:
         shutil.rmtree(parent, ignore_errors=True)
         subprocess.run(["git", "-C", str(repo), "worktree", "prune"],
                        capture_output=True, check=False)
+        record.remove()

@@ -1,3 +1,7 @@
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,7 @@ from rig.commits.worktree import (
     resolve,
 )
 from rig.errors import UsageError
+from rig.topology.runtime import collect_garbage
 
 from .conftest import git, make_repo, worktrees
 
@@ -41,6 +46,34 @@ def test_worktree_is_removed_and_pruned_when_the_run_raises(repo):
     assert len(worktrees(repo.root)) == 1
     assert not (repo.root / ".git" / "worktrees").exists() or not any(
         (repo.root / ".git" / "worktrees").iterdir())
+
+
+def test_gc_removes_the_worktree_of_a_killed_process(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("RIG_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from pathlib import Path\n"
+         "from rig.commits.worktree import checkout\n"
+         f"with checkout(Path({str(repo.root)!r}), {repo.shas[1]!r}) as tree:\n"
+         "    print(tree, flush=True)\n"
+         "    time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        tree = Path(holder.stdout.readline().strip())
+        assert (tree / "v.txt").read_text() == "1\n"
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    assert tree.exists()  # SIGKILL ran no cleanup
+
+    report = collect_garbage()
+    assert not tree.parent.exists()
+    assert report.folders == 1
+    git(repo.root, "worktree", "prune")
+    assert len(worktrees(repo.root)) == 1
 
 
 def test_first_parent_range_runs_from_good_to_bad(repo):
