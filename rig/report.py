@@ -24,6 +24,12 @@ SHARD_LINES = (
     ("relay.shards_full", "full"),
     ("relay.shards_free", "free (recycled)"),
 )
+# Peaks compared side by side when at least one of the runs recorded the counter.
+COMPARED_PEAKS = (
+    ("kmod.pins", "peak kmod.pins"),
+    ("media.sessions", "peak media sessions"),
+    ("kamailio.shm_used", "peak Kamailio shm used (KiB)"),
+)
 
 
 # -- plots -------------------------------------------------------------------------------
@@ -288,9 +294,15 @@ def comparison(folders: Sequence[Path], summaries: Sequence[Mapping[str, Any]]) 
                        f"{verdict_span('pass' if check['passed'] else 'fail')} "
                        f"{esc(check.get('observed'))}")
         rows.append(row)
-    peak = [esc(s.get("counters", {}).get("kmod.pins", {}).get("peak")) for s in summaries]
-    done = [esc(s.get("load", {}).get("calls_completed")) for s in summaries]
-    rows += [["peak kmod.pins", *peak], ["calls completed", *done]]
+    rows += [["calls completed", *(esc(s.get("load", {}).get("calls_completed"))
+                                   for s in summaries)],
+             ["calls/s", *(esc(s.get("load", {}).get("cps")) for s in summaries)]]
+    for counter, label in COMPARED_PEAKS:
+        peaks = [s.get("counters", {}).get(counter, {}).get("peak") for s in summaries]
+        if any(peak is not None for peak in peaks):
+            if counter == "kamailio.shm_used":
+                peaks = [None if p is None else round(p / 1024) for p in peaks]
+            rows.append([label, *(esc("-" if p is None else p) for p in peaks)])
     return "<h2>Comparison</h2>" + table(["", *(f.name for f in folders)], rows)
 
 

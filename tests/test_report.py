@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rig.checks import Verdict
-from rig.report import html_report, plot_run
+from rig.report import comparison, html_report, plot_run
 from rig.results import RunFolder, build_summary, read_events, read_series
 from rig.series import Event, Sample
 
@@ -139,3 +139,16 @@ def test_several_runs_get_a_comparison_first(stock: Path, patched: Path):
     assert "<th>stock</th><th>patched</th>" in table
     assert "relay-recheck-after-pin.patch" in table
     assert table.count(">PASS<") >= 3 and table.count(">FAIL<") >= 3
+    assert "<td>calls/s</td>" in table
+    assert "<td>peak kmod.pins</td>" in table
+    assert "Kamailio shm" not in table  # neither run recorded it
+
+
+def test_comparison_shows_the_kamailio_shm_peak_of_the_runs_that_have_it():
+    with_shm = {"verdict": "pass", "load": {"cps": 20.0},
+                "counters": {"kamailio.shm_used": {"peak": 5283 * 1024}}}
+    without = {"verdict": "fail", "load": {"cps": 19.5}, "counters": {}}
+    page = comparison([Path("qm"), Path("relay")], [with_shm, without])
+    row = re.search(r"<tr><td>peak Kamailio shm used \(KiB\)</td>(.*?)</tr>", page)
+    assert row is not None and row.group(1) == "<td>5283</td><td>-</td>"
+    assert "<tr><td>calls/s</td><td>20</td><td>19.5</td></tr>" in page
