@@ -32,6 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_rtp import process_cpu  # noqa: E402  (this script's folder is on the path)
+
 from rig.load.calls import SipTimers, Uas  # noqa: E402
 from rig.load.driver import CallPlan, LoadDriver, Targets  # noqa: E402
 
@@ -105,15 +107,6 @@ def background(argv: list[str], cwd: Path | None = None, verbose: bool = False) 
                 process.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a live process, from /proc (0.0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # ---- rig -------------------------------------------------------------------------------
 
 
@@ -136,9 +129,9 @@ def run_rig(rate: int, seconds: float, limit: int, profile: bool = False) -> Mea
         driver = LoadDriver(plan, None, targets, lambda kind, data: None, own_uas=False,
                             uas_hangup_share=0.0)
         job = lambda: run_loop(counted_at_end(driver, seconds))  # noqa: E731
-        cpu_before = time.process_time() + cpu_seconds(process.pid)  # imports not counted
+        cpu_before = time.process_time() + process_cpu(process.pid)  # imports not counted
         completed, failed = profiled(job) if profile else job()
-        cpu = time.process_time() + cpu_seconds(process.pid) - cpu_before
+        cpu = time.process_time() + process_cpu(process.pid) - cpu_before
     return Measurement("rig", rate, seconds, completed, failed, cpu)
 
 
@@ -184,7 +177,7 @@ def run_sipp(sipp: str, rate: int, seconds: float, limit: int) -> Measurement:
             # SIPp waits for every call it started, and a lost datagram can hold its default
             # scenario for long: stop it at the end of the window and read its last stats
             time.sleep(STARTUP_S + seconds + 1.2)
-            cpu = cpu_seconds(uas.pid) + cpu_seconds(uac.pid)
+            cpu = process_cpu(uas.pid) + process_cpu(uac.pid)
         completed, failed, elapsed = sipp_stats(folder / "stats.csv")
     return Measurement("sipp", rate, elapsed, completed, failed, cpu)
 
