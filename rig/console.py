@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rig.results import checks_side_by_side
+
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
@@ -32,18 +34,10 @@ def verdict_table(summary: Mapping[str, Any]) -> str:
 
 def comparison_table(labels: Sequence[str], summaries: Sequence[Mapping[str, Any]]) -> str:
     """One row per check, one column per run: the side-by-side view of `make demo`."""
-    names: dict[str, None] = {}
-    for summary in summaries:
-        for check in summary.get("checks", []):
-            names.setdefault(check["name"], None)
     rows: list[list[Any]] = [["verdict", *[s.get("verdict", "?").upper() for s in summaries]]]
-    for name in names:
-        row: list[Any] = [name]
-        for summary in summaries:
-            match = next((c for c in summary.get("checks", []) if c["name"] == name), None)
-            row.append(
-                "-" if match is None
-                else f"{'pass' if match['passed'] else 'FAIL'} ({_cell(match.get('observed'))})"
-            )
-        rows.append(row)
+    for name, results in checks_side_by_side(summaries):
+        rows.append([name, *(
+            "-" if check is None
+            else f"{'pass' if check['passed'] else 'FAIL'} ({_cell(check.get('observed'))})"
+            for check in results)])
     return table(["check", *labels], rows)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rig.results import read_events, read_series, read_summary
+from rig.results import checks_side_by_side, read_events, read_series, read_summary
 from rig.series import Event, Series
 
 PLOTS = ("pins.png", "load.png")
@@ -24,11 +24,12 @@ SHARD_LINES = (
     ("relay.shards_full", "full"),
     ("relay.shards_free", "free (recycled)"),
 )
-# Peaks compared side by side when at least one of the runs recorded the counter.
+# Peaks compared side by side when at least one of the runs recorded the counter:
+# (counter, row label, divisor for the unit the label names).
 COMPARED_PEAKS = (
-    ("kmod.pins", "peak kmod.pins"),
-    ("media.sessions", "peak media sessions"),
-    ("kamailio.shm_used", "peak Kamailio shm used (KiB)"),
+    ("kmod.pins", "peak kmod.pins", 1),
+    ("media.sessions", "peak media sessions", 1),
+    ("kamailio.shm_used", "peak Kamailio shm used (KiB)", 1024),
 )
 
 
@@ -279,30 +280,23 @@ def run_section(folder: Path, summary: Mapping[str, Any]) -> str:
 
 def comparison(folders: Sequence[Path], summaries: Sequence[Mapping[str, Any]]) -> str:
     """One row per check (and a few key numbers), one column per run."""
-    names: dict[str, None] = {}
-    for summary in summaries:
-        for check in summary.get("checks", []):
-            names.setdefault(check["name"], None)
     rows = [["patches", *(esc(", ".join(s.get("sut", {}).get("patches") or []) or "stock")
                           for s in summaries)],
             ["verdict", *(verdict_span(s.get("verdict")) for s in summaries)]]
-    for name in names:
-        row = [esc(name)]
-        for summary in summaries:
-            check = next((c for c in summary.get("checks", []) if c["name"] == name), None)
-            row.append("-" if check is None else
-                       f"{verdict_span('pass' if check['passed'] else 'fail')} "
-                       f"{esc(check.get('observed'))}")
-        rows.append(row)
+    for name, results in checks_side_by_side(summaries):
+        rows.append([esc(name), *(
+            "-" if check is None
+            else f"{verdict_span('pass' if check['passed'] else 'fail')} "
+                 f"{esc(check.get('observed'))}"
+            for check in results)])
     rows += [["calls completed", *(esc(s.get("load", {}).get("calls_completed"))
                                    for s in summaries)],
              ["calls/s", *(esc(s.get("load", {}).get("cps")) for s in summaries)]]
-    for counter, label in COMPARED_PEAKS:
+    for counter, label, divisor in COMPARED_PEAKS:
         peaks = [s.get("counters", {}).get(counter, {}).get("peak") for s in summaries]
         if any(peak is not None for peak in peaks):
-            if counter == "kamailio.shm_used":
-                peaks = [None if p is None else round(p / 1024) for p in peaks]
-            rows.append([label, *(esc("-" if p is None else p) for p in peaks)])
+            rows.append([label, *(esc("-" if p is None else round(p / divisor))
+                                  for p in peaks)])
     return "<h2>Comparison</h2>" + table(["", *(f.name for f in folders)], rows)
 
 

@@ -15,6 +15,7 @@ from rig.results import (
     Summary,
     build_summary,
     burst_stats,
+    checks_side_by_side,
     new_run_id,
     read_events,
     read_series,
@@ -220,3 +221,13 @@ def test_summary_from_a_written_folder(tmp_path: Path):
     again = read_summary(folder.path)
     assert again["counters"]["kmod.pins"] == {"first": 1, "peak": 3, "last": 3}
     assert again["bursts"]["count"] == 0
+
+
+def test_checks_side_by_side_keeps_first_seen_order_and_marks_missing_checks():
+    a = {"checks": [{"name": "relay_alive", "passed": True}, {"name": "pins", "passed": False}]}
+    b = {"checks": [{"name": "pins", "passed": True}, {"name": "no_orphans", "passed": True}]}
+    rows = checks_side_by_side([a, b])
+    assert [name for name, _ in rows] == ["relay_alive", "pins", "no_orphans"]
+    assert rows[0][1] == [a["checks"][0], None]
+    assert rows[1][1] == [a["checks"][1], b["checks"][0]]
+    assert rows[2][1] == [None, b["checks"][1]]
