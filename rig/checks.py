@@ -14,12 +14,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rig.errors import UsageError
 from rig.series import Event, Series
+from rig.tracking import (
+    growth_while_flat,
+    pair_points,
+    persisting_peak,
+    seconds_to_ceiling,
+    slope_per_minute,
+)
 
 Observed = float | str | None
 
@@ -129,6 +136,93 @@ def pins_below_ceiling(
     return Verdict(name, passed, _num(peak), _num(ceiling), detail)
 
 
+class TracksParams(Params):
+    physical: str = Field(min_length=1, description="the counter of objects held")
+    logical: tuple[str, ...] = Field(
+        min_length=1, strict=False,
+        description="the counter it should follow (a list: their sum)")
+    ratio: float = Field(default=1.0, ge=0, description="physical objects per logical one")
+    tolerance: float = Field(default=0, ge=0, description="allowed physical - ratio x logical")
+    persist: int = Field(default=2, ge=1, le=1000, description="samples an excess must last")
+    baseline: Literal["zero", "load_start"] = Field(
+        default="zero", description="gap measured from zero, or from its value at load start")
+    slope: float | None = Field(
+        default=None, ge=0, description="physical growth per minute allowed while logical is flat")
+    window: float = Field(default=5.0, gt=0, description="seconds the logical side is flat")
+    flat: float = Field(default=0, ge=0, description="logical change that still counts as flat")
+    ceiling: float | str | None = Field(
+        default=None, description="a value or a counter name: the projection's target")
+
+    @field_validator("logical", mode="before")
+    @classmethod
+    def one_name(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+
+@register(TracksParams)
+def tracks(
+    series: Series, events: Sequence[Event], run: RunWindow, /, **params: Any
+) -> Verdict:
+    """A physical counter tracks a logical one: no lasting excess, no growth while the
+    logical side is flat; reports the drift, its rate and the time to a ceiling."""
+    # positional-only above: the parameter `window` must not collide with the run's window
+    return track("tracks", series, run, TracksParams(**params))
+
+
+def track(name: str, series: Series, run: RunWindow, p: TracksParams) -> Verdict:
+    logical = p.logical
+    ceiling_counter = [p.ceiling] if isinstance(p.ceiling, str) else []
+    if (gone := missing(name, [p.physical, *logical, *ceiling_counter], series)) is not None:
+        return gone
+    what = f"{p.physical} - {_ratio(p.ratio)}{' + '.join(logical)}"
+    points = pair_points(series, p.physical, logical, p.ratio,
+                         run.load_start if p.baseline == "load_start" else None)
+    if not points:
+        return Verdict(name, False, None, _num(p.tolerance),
+                       f"no sample has {p.physical} together with {', '.join(logical)}")
+    level, where = persisting_peak([pt.gap for pt in points], p.persist)
+    gap_ok = level <= p.tolerance
+    rate = slope_per_minute([(pt.t, pt.gap) for pt in points if pt.t >= run.load_start])
+    head = (f"{what}: drift {_num(level)} held {p.persist}+ samples from t={points[where].t:.2f} s"
+            if where >= 0 else f"{what}: no drift lasted {p.persist} samples")
+    parts = [head + (f", drift rate {_rate(rate)}" if rate is not None else "")]
+    growth = growth_while_flat(points, p.window, p.flat) if p.slope is not None else None
+    slope_ok = p.slope is None or growth is None or growth.per_minute <= p.slope
+    if growth is not None:
+        parts.append(f"{p.physical} {_rate(growth.per_minute)} from t={growth.start:.2f} s to "
+                     f"t={growth.stop:.2f} s while {' + '.join(logical)} stayed flat")
+    if p.ceiling is not None:
+        parts.append(_projection(series, p.physical, p.ceiling, points[-1].physical, rate))
+    detail = "; ".join(parts)
+    if gap_ok and not slope_ok:
+        assert growth is not None and p.slope is not None
+        return Verdict(name, False, f"{_num(round(growth.per_minute, 3))}/min",
+                       f"{_num(p.slope)}/min", detail)
+    return Verdict(name, gap_ok and slope_ok, _num(level), _num(p.tolerance), detail)
+
+
+def _ratio(ratio: float) -> str:
+    return "" if ratio == 1 else f"{_num(ratio)} x "
+
+
+def _rate(per_minute: float) -> str:
+    return f"{per_minute:+.3g}/min"
+
+
+def _projection(
+    series: Series, physical: str, ceiling: float | str, current: float, rate: float | None
+) -> str:
+    """Where the drift leads: the time until the physical counter reaches the ceiling."""
+    limit = series.column(ceiling)[-1][1] if isinstance(ceiling, str) else float(ceiling)
+    named = f"{ceiling} ({_num(limit)})" if isinstance(ceiling, str) else f"{_num(limit)}"
+    eta = seconds_to_ceiling(current, limit, rate)
+    if eta is None:
+        return f"{physical} ({_num(current)}) does not approach {named} at this rate"
+    if eta == 0:
+        return f"{physical} ({_num(current)}) reached {named}"
+    return f"at this rate {physical} ({_num(current)}) reaches {named} in ~{eta:.0f} s"
+
+
 class PhantomParams(Params):
     tolerance: float = Field(default=0, ge=0, description="pinned shards beyond the needed ones")
     persist: int = Field(default=2, ge=1, le=1000, description="samples an excess must last")
@@ -137,50 +231,14 @@ class PhantomParams(Params):
 NEEDED_SHARDS = ("relay.shards_active", "relay.shards_full", "relay.shards_free")
 
 
-def shard_excess(series: Series) -> list[tuple[float, float]]:
-    """(t, kmod.pins - needed shards) for each sample that has all four counters."""
-    wanted = ("kmod.pins", *NEEDED_SHARDS)
-    return [
-        (s.t, s.values["kmod.pins"] - sum(s.values[c] for c in NEEDED_SHARDS))
-        for s in series.samples
-        if all(c in s.values for c in wanted)
-    ]
-
-
-def persisting_peak(values: Sequence[float], persist: int) -> tuple[float, int]:
-    """The highest level held for `persist` consecutive values, and where that run starts.
-
-    A pin in flight (pinned, not yet inserted) shows for less than one sample, so a single
-    sample's excess is noise; an excess seen on `persist` consecutive samples is real.
-    """
-    best, where = 0.0, -1
-    for i in range(len(values) - persist + 1):
-        level = min(values[i : i + persist])
-        if level > best:
-            best, where = level, i
-    return best, where
-
-
 @register(PhantomParams)
 def no_phantom_shards(
     series: Series, events: Sequence[Event], window: RunWindow, *, tolerance: float, persist: int
 ) -> Verdict:
     """Pins never exceed the shards the relay needs (active + full + free) for long."""
-    name = "no_phantom_shards"
-    if (gone := missing(name, ["kmod.pins", *NEEDED_SHARDS], series)) is not None:
-        return gone
-    excess = shard_excess(series)
-    if not excess:
-        return Verdict(name, False, None, _num(tolerance),
-                       "no sample has kmod.pins together with the relay's shard counters")
-    level, where = persisting_peak([e for _, e in excess], persist)
-    passed = level <= tolerance
-    if where < 0:
-        detail = f"no excess of pins over needed shards lasted {persist} samples"
-    else:
-        detail = (f"{_num(level)} pinned shard(s) beyond the needed ones for {persist}+ "
-                  f"samples from t={excess[where][0]:.2f} s")
-    return Verdict(name, passed, _num(level), _num(tolerance), detail)
+    # `tracks` with the pool's pair: kmod's pins against the shards the allocator can reach
+    return track("no_phantom_shards", series, window, TracksParams(
+        physical="kmod.pins", logical=NEEDED_SHARDS, tolerance=tolerance, persist=persist))
 
 
 class FlatParams(Params):

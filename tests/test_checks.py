@@ -257,6 +257,7 @@ DEFAULT_PARAMS = {
     "back_to_baseline": {"counters": [SESSIONS], "within": 1.0},
     "calls_completed": {"min_ratio": 0.5},
     "no_orphan_sessions": {},
+    "tracks": {"physical": "kmod.targets", "logical": "relay.streams"},
 }
 
 
@@ -277,7 +278,7 @@ def test_a_missing_counter_fails_and_names_it(name):
     assert not verdict.passed
     assert "missing (no sample has it)" in verdict.detail
     assert verdict.detail.split()[1] in {"kmod.pins", SESSIONS, "load.calls_completed",
-                                         "media.orphan_sessions"}
+                                         "media.orphan_sessions", "kmod.targets"}
 
 
 # -- registry and running ----------------------------------------------------------------
