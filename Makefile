@@ -46,11 +46,14 @@ images: venv
 	containers/base/make-base.sh
 	$(BIN)/rig images
 
+# On every core (pytest-xdist); tests that measure timing or want the machine to themselves
+# share one xdist_group, so they run one after the other on a single worker.
+TEST_WORKERS ?= auto
 test: venv
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: venv
-	$(BIN)/pytest -m "not slow and not e2e"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not e2e"
 
 bench: venv
 	$(BIN)/pip install --quiet -e '.[bench]'

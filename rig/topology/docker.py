@@ -24,6 +24,9 @@ from rig.topology.wait import ServiceDied, wait_until_ready
 
 RUN_LABEL = "rig.run-id"
 SERVICE_LABEL = "rig.service"
+# Which runtime folder a container belongs to: gc (and a test with a runtime folder of its
+# own) removes only its own runtime's orphans, never those of another rig on the machine.
+RUNTIME_LABEL = "rig.runtime"
 STOP_GRACE_S = 3
 LOG_TAIL_LINES = 20
 SIGNAL_EXIT_BASE = 128  # the engine reports "killed by signal N" as exit code 128 + N
@@ -205,7 +208,8 @@ class DockerBackend:
                 name=container_name(self.record.run_id, spec.name),
                 detach=True,
                 network_mode="host",
-                labels={RUN_LABEL: self.record.run_id, SERVICE_LABEL: spec.name},
+                labels={RUN_LABEL: self.record.run_id, SERVICE_LABEL: spec.name,
+                        RUNTIME_LABEL: str(runtime_dir())},
                 environment={**dict(spec.env), **process_labels(self.record.run_id)},
                 volumes={host: {"bind": inside, "mode": "rw"}
                          for host, inside in spec.volumes.items()},
@@ -247,7 +251,8 @@ def _live_run_ids() -> set[str]:
 def remove_orphan_containers(
     live_run_ids: Collection[str] | None = None, client: Any = None
 ) -> int:
-    """Remove labelled containers whose run has no record left (its owner is gone).
+    """Remove this runtime's labelled containers whose run has no record left (its owner is
+    gone).
 
     Call it after the run records of dead runs were removed. Returns 0 without touching
     anything when the SDK or an engine is missing.
@@ -258,7 +263,8 @@ def remove_orphan_containers(
         return 0
     live = _live_run_ids() if live_run_ids is None else set(live_run_ids)
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+    ours = [RUN_LABEL, f"{RUNTIME_LABEL}={runtime_dir()}"]
+    for container in client.containers.list(all=True, filters={"label": ours}):
         if container.labels.get(RUN_LABEL) not in live:
             container.remove(force=True)
             removed += 1

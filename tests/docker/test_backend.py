@@ -9,10 +9,15 @@ import pytest
 
 from rig.errors import InfraError
 from rig.topology import Endpoints, ServiceSpec
-from rig.topology.docker import RUN_LABEL, DockerBackend, remove_orphan_containers
+from rig.topology.docker import (
+    RUN_LABEL,
+    RUNTIME_LABEL,
+    DockerBackend,
+    remove_orphan_containers,
+)
 from rig.topology.images import build_image
 from rig.topology.real import kmod_container_spec
-from rig.topology.runtime import RunRecord
+from rig.topology.runtime import RunRecord, runtime_dir
 from rig.topology.wait import UnixSocketAccepts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,20 +79,25 @@ def test_a_missing_image_is_an_infra_error(docker_client: Any, runtime: Path):
     record.remove()
 
 
-def test_gc_removes_containers_of_dead_runs_only(docker_client: Any, kmod_image: str):
-    def sleeper(run_id: str) -> Any:
+def test_gc_removes_containers_of_dead_runs_of_its_own_runtime_only(
+    docker_client: Any, kmod_image: str, runtime: Path
+):
+    def sleeper(run_id: str, runtime_label: str) -> Any:
         return docker_client.containers.run(
             kmod_image, ["sleep", "60"], detach=True, network_mode="host",
-            labels={RUN_LABEL: run_id},
+            labels={RUN_LABEL: run_id, RUNTIME_LABEL: runtime_label},
         )
 
-    dead, live = sleeper("gc-dead-run"), sleeper("gc-live-run")
+    ours = str(runtime_dir())
+    dead, live = sleeper("gc-dead-run", ours), sleeper("gc-live-run", ours)
+    stranger = sleeper("gc-other-rig", ours + "-elsewhere")  # another rig's, on this machine
     try:
-        assert remove_orphan_containers({"gc-live-run"}, client=docker_client) >= 1
+        assert remove_orphan_containers({"gc-live-run"}, client=docker_client) == 1
         assert labelled(docker_client, "gc-dead-run") == []
         assert len(labelled(docker_client, "gc-live-run")) == 1
+        assert len(labelled(docker_client, "gc-other-rig")) == 1
     finally:
-        for container in (dead, live):
+        for container in (dead, live, stranger):
             try:
                 container.remove(force=True)
             except Exception:

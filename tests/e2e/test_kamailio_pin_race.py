@@ -15,6 +15,7 @@ FIX = ROOT / "scenarios" / "patches" / "relay-recheck-after-pin.patch"
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
+    pytest.mark.timing,
     pytest.mark.timeout(40),
     pytest.mark.skipif(not (shutil.which("kamailio") and shutil.which("kamcmd")),
                        reason="needs kamailio (Debian package)"),

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PIN_RACE = ROOT / "scenarios" / "pin-race.yaml"
 PATCHES = ROOT / "scenarios" / "patches"
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timing]
 
 
 def run(tmp_path: Path, name: str, patches: tuple[str, ...] = (), overrides: tuple[str, ...] = ()):

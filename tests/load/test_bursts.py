@@ -15,8 +15,11 @@ from rig.load.bursts import (
 )
 from rig.load.media import MediaEngine
 from rig.load.rtp import RtpPacket, parse_rtp
+from rig.topology.loopback import block_host
 
-HOST = "127.0.78.1"  # an address of its own: no port clashes with services on 127.0.0.1
+pytestmark = pytest.mark.timing  # burst timers: lateness and skew need idle cores
+
+HOST = block_host("78.1")  # this process's own block: no clash with parallel tests
 
 
 @pytest.fixture(params=["sleep", "event"])

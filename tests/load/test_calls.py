@@ -1,4 +1,5 @@
-"""The UAC and UAS on loopback (127.0.3.x): every outcome, exact counts, retransmissions."""
+"""The UAC and UAS on loopback (127.N.3.x in the process's own block): every outcome, exact
+counts, retransmissions."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pytest
 
 from rig.load.calls import VANISH_NOTICE_S, CallResult, CallSpec, SipTimers, Uac, Uas, UasCounts
 from rig.load.sip import SipMessage, build_response, parse_message
+from rig.topology.loopback import block_host
 
-UAC_HOST, UAS_HOST, PEER_HOST = "127.0.3.1", "127.0.3.2", "127.0.3.3"
+UAC_HOST, UAS_HOST, PEER_HOST = block_host("3.1"), block_host("3.2"), block_host("3.3")
 FAST = SipTimers(t1=0.05, t2=0.2, timeout=3.0)  # short T1; a generous bound for a busy CI box
 GIVE_UP_SOON = SipTimers(t1=0.05, t2=0.2, timeout=1.0)
 
@@ -304,7 +306,7 @@ def test_end_calls_cuts_long_holds_short() -> None:
 
 SIPP = shutil.which("sipp")
 needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp (sip-tester) is not installed")
-SIPP_HOST = "127.0.3.5"
+SIPP_HOST = block_host("3.5")
 
 
 @asynccontextmanager

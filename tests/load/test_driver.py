@@ -32,8 +32,9 @@ from rig.load.mediacontrol import NgMediaControl
 from rig.load.ng import NgClient, NgError, ng_request
 from rig.load.sdp import media_address, shape_differences
 from rig.load.sip import Leg, build_request, parse_message
+from rig.topology.loopback import block_host
 
-HOST = "127.0.3.1"
+HOST = block_host("3.1")
 FAST = SipTimers(t1=0.05, t2=0.2, timeout=3.0)
 MIX = {"answered": 0.55, "busy": 0.15, "cancel": 0.15, "no_answer": 0.15}
 
@@ -252,7 +253,7 @@ def test_bursts_fire_prepared_calls_together_and_are_reported() -> None:
 # ---- the embedded default: the rig plays Kamailio's rtpengine module against the relay ---
 
 ROOT = Path(__file__).resolve().parents[2]
-RELAY_HOST = "127.0.3.20"
+RELAY_HOST = block_host("3.20")
 
 
 @contextmanager
@@ -320,7 +321,7 @@ def test_calls_with_rtp_through_the_relay_over_ng(relay: int) -> None:
 
 
 RTPENGINE = shutil.which("rtpengine")
-RTPENGINE_HOST = "127.0.3.21"
+RTPENGINE_HOST = block_host("3.21")
 
 
 @pytest.fixture
@@ -329,7 +330,10 @@ def rtpengine(tmp_path: Path) -> Iterator[int]:
     if RTPENGINE is None:
         pytest.skip("rtpengine (rtpengine-daemon) is not installed")
     ng_port = free_port(RTPENGINE_HOST)
-    with started([RTPENGINE, "--table=-1", "--foreground", "--log-stderr", "--no-fallback",
+    # --config-file=none: the host's /etc/rtpengine listens on fixed 127.0.0.1 ports, which
+    # a second rtpengine (a parallel test) would find taken
+    with started([RTPENGINE, "--config-file=none", "--table=-1", "--foreground", "--log-stderr",
+                  "--no-fallback",
                   "--delete-delay=0",
                   f"--interface={RTPENGINE_HOST}", f"--listen-ng={RTPENGINE_HOST}:{ng_port}",
                   "--port-min=44000", "--port-max=44999"], tmp_path / "rtpengine.log"):
@@ -382,16 +386,16 @@ def test_calls_with_rtp_through_real_rtpengine_keep_the_sdp_shape(rtpengine: int
 
 
 KAMAILIO = shutil.which("kamailio")
-KAMAILIO_HOST = "127.0.3.30"
+KAMAILIO_HOST = block_host("3.30")
 
 
 def sip_options_answered(port: int) -> bool:
     """The proxy answers an OPTIONS for itself (its readiness probe)."""
-    leg = Leg("ready@rig", "sip:probe@127.0.3.1", "p", f"sip:{KAMAILIO_HOST}:{port}", "",
-              f"sip:{KAMAILIO_HOST}:{port}", "sip:probe@127.0.3.1", "127.0.3.1:9")
+    leg = Leg("ready@rig", f"sip:probe@{HOST}", "p", f"sip:{KAMAILIO_HOST}:{port}", "",
+              f"sip:{KAMAILIO_HOST}:{port}", f"sip:probe@{HOST}", f"{HOST}:9")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.2)
-        sock.bind(("127.0.3.1", 0))
+        sock.bind((HOST, 0))
         sock.sendto(build_request(leg, "OPTIONS", 1, "z9hG4bKready"), (KAMAILIO_HOST, port))
         try:
             return parse_message(sock.recv(65535)).status == 200

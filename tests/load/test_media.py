@@ -8,8 +8,9 @@ import pytest
 from rig.errors import InfraError
 from rig.load.media import MediaEngine, PacingWheel, tick_at_or_after
 from rig.load.rtp import RtpPacket, parse_rtp
+from rig.topology.loopback import block_host
 
-HOST = "127.0.77.1"  # an address of its own: no port clashes with services on 127.0.0.1
+HOST = block_host("77.1")  # this process's own block: no clash with parallel tests
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:

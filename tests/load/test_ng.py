@@ -24,6 +24,7 @@ from rig.load.ng import (
     encode_ng,
     ng_request,
 )
+from rig.topology.loopback import block_host
 
 Handler = Callable[[dict], dict | None]
 
@@ -230,7 +231,8 @@ SDP = (
     "v=0\r\no=- 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
     "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 )
-MEDIA_HOST = "127.0.79.1"  # the rig's endpoints, apart from anything on 127.0.0.1
+MEDIA_HOST = block_host("79.1")  # the rig's endpoints, in this process's own block
+RTPENGINE_HOST = block_host("4.1")
 
 
 def sdp(port: int) -> str:
@@ -244,7 +246,7 @@ def free_udp_port(host: str) -> int:
 
 
 @contextmanager
-def running_rtpengine(host: str = "127.0.4.1") -> Iterator[tuple[str, int]]:
+def running_rtpengine(host: str = RTPENGINE_HOST) -> Iterator[tuple[str, int]]:
     port = free_udp_port(host)
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
@@ -304,7 +306,7 @@ def test_round_trip_with_real_rtpengine() -> None:
         replies = asyncio.run(scenario(address))
     assert replies["ping"]["result"] == "pong"
     for name in ("offer", "answer"):
-        assert "c=IN IP4 127.0.4.1" in replies[name]["sdp"]
+        assert f"c=IN IP4 {RTPENGINE_HOST}" in replies[name]["sdp"]
         assert "m=audio 31" in replies[name]["sdp"]
     assert set(replies["query"]["tags"]) == {"ft", "tt"}
     assert replies["delete"]["result"] == "ok"
@@ -328,8 +330,8 @@ def test_media_flows_both_ways_through_real_rtpengine() -> None:
                 client.close()
 
         offered, answered = asyncio.run(set_up())
-        media.prepare_stream(a, ("127.0.4.1", media_port(answered)))
-        media.prepare_stream(b, ("127.0.4.1", media_port(offered)))
+        media.prepare_stream(a, (RTPENGINE_HOST, media_port(answered)))
+        media.prepare_stream(b, (RTPENGINE_HOST, media_port(offered)))
         media.start_streams([a, b])
         deadline = time.monotonic() + 5
         while media.totals()["rtp_received"] < 20 and time.monotonic() < deadline:

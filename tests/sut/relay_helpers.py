@@ -19,6 +19,8 @@ from typing import Any
 
 import bencodepy
 
+from rig.topology.loopback import block_host
+
 ROOT = Path(__file__).resolve().parents[2]
 RELAY_DIR = ROOT / "containers" / "relay"
 READY_TIMEOUT = 10.0
@@ -26,8 +28,9 @@ _CODEC = bencodepy.Bencode(encoding="utf-8", encoding_fallback="value")
 
 
 def pick_host() -> str:
-    """A loopback address of its own for each relay, so parallel test runs rarely meet."""
-    return f"127.0.2.{random.randint(2, 250)}"
+    """A loopback address of its own for each relay, in this process's own block: parallel
+    tests never meet, and two relays of one test rarely."""
+    return block_host(f"2.{random.randint(2, 250)}")
 
 
 def free_udp_port(host: str) -> int:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.timing  # statistical races: the thread interleaving is the result
+
 SHARD = 16384
 FIXES = {
     "recheck": ("relay-recheck-after-pin.patch",),

@@ -1,0 +1,14 @@
+"""Session-wide test settings: what runs apart from the rest under pytest-xdist."""
+
+import pytest
+
+TIMING_GROUP = "timing"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `timing` share one xdist_group: `--dist loadgroup` runs them one after the
+    other on a single worker, so two races or two burst timers never compete for the cores."""
+    for item in items:
+        if item.get_closest_marker("timing") and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(TIMING_GROUP))
