@@ -40,6 +40,7 @@ class Verdict:
     observed: Observed
     limit: Observed
     detail: str
+    diagnosis: str | None = None  # a one-word reading of the failure, e.g. "race" or "growth"
 
 
 @dataclass(frozen=True)
@@ -444,3 +445,7 @@ def run_checks(
         spec = CHECKS[name]
         verdicts.append(spec.fn(series, events, window, **dict(params)))
     return verdicts
+
+
+# checks that live in their own modules register themselves on import
+from rig.diagnosis import race, time_to_ceiling  # noqa: E402, F401

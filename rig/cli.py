@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rig.console import verdict_table
+    from rig.console import diagnosis_lines, verdict_table
     from rig.runner import RunRequest, run_scenario
 
     outcome = run_scenario(
@@ -95,6 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     )
     print(verdict_table(outcome.summary))
+    for line in diagnosis_lines(outcome.summary):
+        print(line)
     print(f"verdict: {outcome.verdict}")
     print(f"report: {outcome.folder / 'report.html'}")
     return outcome.exit_code

@@ -24,9 +24,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
+def observed(check: Mapping[str, Any]) -> str:
+    """The observed value, with the check's reading of it where it has one: `3 (race)`."""
+    seen = _cell(check.get("observed"))
+    return f"{seen} ({check['diagnosis']})" if check.get("diagnosis") else seen
+
+
 def verdict_table(summary: Mapping[str, Any]) -> str:
     rows = [
-        ("PASS" if c["passed"] else "FAIL", c["name"], c.get("observed"), c.get("limit"))
+        ("PASS" if c["passed"] else "FAIL", c["name"], observed(c), c.get("limit"))
         for c in summary.get("checks", [])
     ]
     return table(["", "check", "observed", "limit"], rows)
@@ -38,6 +44,24 @@ def comparison_table(labels: Sequence[str], summaries: Sequence[Mapping[str, Any
     for name, results in checks_side_by_side(summaries):
         rows.append([name, *(
             "-" if check is None
-            else f"{'pass' if check['passed'] else 'FAIL'} ({_cell(check.get('observed'))})"
+            else f"{'pass' if check['passed'] else 'FAIL'} ("
+                 + ", ".join(filter(None, [_cell(check.get("observed")), check.get("diagnosis")]))
+                 + ")"
             for check in results)])
     return table(["check", *labels], rows)
+
+
+def diagnosis_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Race or growth, and the time to the ceiling, for the lines under the verdict table."""
+    diagnosis = summary.get("diagnosis") or {}
+    lines = []
+    race = diagnosis.get("make_shard")
+    if race:
+        lines.append(
+            f"make_shard: {race['verdict']} ({race['racing_clusters']} of "
+            f"{race['concurrent_clusters']} concurrent cluster(s) raced; "
+            f"{race['phantom_calls']} of {race['calls']} call(s) did not need their shard)")
+    projection = diagnosis.get("projection")
+    if projection:
+        lines.append(f"time to the ceiling: {projection['text']}")
+    return lines

@@ -226,10 +226,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def observed_cell(check: Mapping[str, Any]) -> str:
+    """The observed value, with the check's one-word reading (race, growth) where it has one."""
+    word = check.get("diagnosis")
+    return esc(check.get("observed")) + (f" <b>{esc(word)}</b>" if word else "")
+
+
 def checks_table(summary: Mapping[str, Any]) -> str:
     rows = [
         [esc(c.get("name")), verdict_span("pass" if c.get("passed") else "fail"),
-         esc(c.get("observed")), esc(c.get("limit")), esc(c.get("detail"))]
+         observed_cell(c), esc(c.get("limit")), esc(c.get("detail"))]
         for c in summary.get("checks", [])
     ]
     return table(["check", "passed", "observed", "limit", "detail"], rows)
@@ -287,7 +293,7 @@ def comparison(folders: Sequence[Path], summaries: Sequence[Mapping[str, Any]]) 
         rows.append([esc(name), *(
             "-" if check is None
             else f"{verdict_span('pass' if check['passed'] else 'fail')} "
-                 f"{esc(check.get('observed'))}"
+                 f"{observed_cell(check)}"
             for check in results)])
     rows += [["calls completed", *(esc(s.get("load", {}).get("calls_completed"))
                                    for s in summaries)],

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rig.checks import Verdict
+from rig.checks import RunWindow, Verdict
 from rig.errors import UsageError
 from rig.series import Event, Sample, Series
 
@@ -274,9 +274,12 @@ def build_summary(
     timing: Mapping[str, Any],
     environment: Mapping[str, Any] | None = None,
     error: str | None = None,
+    window: RunWindow | None = None,
 ) -> dict[str, Any]:
     """summary.json as data. `scenario` is a Scenario (or its dict); `error` (an
-    infrastructure failure) makes the verdict "error" whatever the checks said."""
+    infrastructure failure) makes the verdict "error" whatever the checks said; with the
+    run's `window` the summary carries the diagnosis (race or growth, time to the ceiling,
+    allocation sites)."""
     scenario_dict = scenario.to_dict() if hasattr(scenario, "to_dict") else dict(scenario)
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -285,7 +288,8 @@ def build_summary(
         "verdict": overall_verdict(verdicts, error),
         "checks": [
             {"name": v.name, "passed": v.passed, "observed": clean_number(v.observed),
-             "limit": clean_number(v.limit), "detail": v.detail}
+             "limit": clean_number(v.limit), "detail": v.detail,
+             **({"diagnosis": v.diagnosis} if v.diagnosis is not None else {})}
             for v in verdicts
         ],
         "sut": {"commit": sut.get("commit", "unknown"), "patches": list(sut.get("patches", ())),
@@ -296,6 +300,10 @@ def build_summary(
         "timing": timing_block(timing),
         "environment": dict(environment) if environment is not None else environment_info(),
     }
+    if window is not None:
+        from rig.diagnosis.summary import diagnosis_block
+
+        summary["diagnosis"] = diagnosis_block(series, list(events), window, scenario_dict)
     if error is not None:
         summary["error"] = error
     return summary
@@ -342,6 +350,7 @@ class CheckEntry(_Closed):
     observed: float | int | str | None
     limit: float | int | str | None
     detail: str
+    diagnosis: str | None = None
 
 
 class Sut(_Open):
@@ -385,6 +394,72 @@ class Environment(_Open):
     hostname: str
 
 
+class RaceNumbers(_Closed):
+    calls: int
+    threads: int
+    window_ms: float
+    concurrent_clusters: int
+    racing_clusters: int
+    phantom_calls: int
+    verdict: Literal["race", "growth"]
+
+
+class PinStepEntry(_Closed):
+    t: float
+    before: float
+    after: float
+
+
+class CeilingEtaEntry(_Closed):
+    ceiling: float
+    hours: float | None
+    hours_low: float | None
+    hours_high: float | None
+
+
+class ProjectionNumbers(_Closed):
+    counter: str
+    bursts_per_hour: float
+    warmup_s: float
+    bursts_fitted: int
+    start: float
+    last: float
+    per_burst: float
+    per_burst_se: float | None
+    per_hour: float
+    ceilings: list[CeilingEtaEntry]
+    text: str
+
+
+class SiteEntry(_Closed):
+    count: int | None
+    bytes: int
+    bytes_per_shard: float | None
+
+
+class SiteHistogram(_Closed):
+    t: float
+    pins: int | None
+    shards: int | None
+    sites: dict[str, SiteEntry]
+
+
+class AllocationSites(_Closed):
+    shard_size: int | None
+    at_peak: SiteHistogram
+    at_load_stop: SiteHistogram
+    at_pin_steps: list[SiteHistogram]
+
+
+class Diagnosis(_Closed):
+    """Why it failed: race or growth, pin steps, time to the ceiling, what fills the shards."""
+
+    make_shard: RaceNumbers | None
+    pin_steps: list[PinStepEntry]
+    projection: ProjectionNumbers | None
+    allocation_sites: AllocationSites | None
+
+
 class Summary(_Open):
     """summary.json of a finished run (an unfinished one has only run_id and verdict)."""
 
@@ -399,6 +474,7 @@ class Summary(_Open):
     bursts: BurstNumbers
     timing: Timing
     environment: Environment
+    diagnosis: Diagnosis | None = None
     error: str | None = None
 
 

@@ -27,7 +27,7 @@ from rig.clock import Clock, SystemClock
 from rig.errors import UsageError
 from rig.probes import Probe
 from rig.probes.kmod import KmodStatusProbe
-from rig.probes.logs import LogFollower, parse_relay_line
+from rig.probes.logs import LogFollower, parse_relay_line, parse_rtpengine_line
 from rig.probes.proc import ProcessProbe
 from rig.probes.relay import RelayStatsProbe
 from rig.probes.sampler import Sampler
@@ -53,6 +53,7 @@ EXIT_PASS, EXIT_FAIL = 0, 1
 RUN_PORTS = [2223, 5060, 5070, 5080, 9900]
 ROLES = {"relay": "media", "rtpengine": "media", "kmod": "kernel", "kamailio": "proxy"}
 NG_LIST_LIMIT = 100_000  # rtpengine lists 32 call-ids unless asked for more
+LOG_PARSERS = {"relay": parse_relay_line, "rtpengine": parse_rtpengine_line}
 
 
 @dataclass(frozen=True)
@@ -302,12 +303,15 @@ class Run:
         return round(self.clock.monotonic() - self.started_mono, 6)
 
     def _relay_log_follower(self, services: Stack, recorder: Recorder) -> LogFollower | None:
-        """make_shard and CRIT lines of the model relay become events (rtpengine has none)."""
-        if "relay" not in services.services:
+        """make_shard and CRIT lines of the media relay become events (rtpengine logs
+        make_shard only where a user's build has the instrumentation line)."""
+        name = next((n for n in LOG_PARSERS if n in services.services), None)
+        if name is None:
             return None
+        parse = LOG_PARSERS[name]
         return LogFollower(
-            services.services["relay"].log_path,
-            lambda line: parse_relay_line(line, self.started_wall),
+            services.services[name].log_path,
+            lambda line: parse(line, self.started_wall),
             recorder.event,
         )
 
@@ -380,6 +384,7 @@ class Run:
                 **self.stack_timing,
             },
             environment=environment(),
+            window=window,
         )
         folder.finish(summary)
         plot_run(folder.path)

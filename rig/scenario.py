@@ -118,6 +118,21 @@ class Bursts(Frozen):
     hold: float = Field(default=10.0, gt=0, le=3600, description="seconds a burst call lasts")
 
 
+class Projection(Frozen):
+    """How the summary projects the time to the pin ceiling (rig/diagnosis/time_to_ceiling)."""
+
+    bursts_per_hour: float | None = Field(
+        default=None, gt=0, le=1_000_000,
+        description="the production burst rate; null: the scenario's own (3600 / bursts.every)")
+    ceilings: tuple[int, ...] | None = Field(
+        default=None, min_length=1, max_length=8, strict=False,
+        description="ceilings to project to; null: pins_below_ceiling's and twice that")
+    warmup: float | None = Field(
+        default=None, ge=0, le=3600,
+        description="seconds after load start left out of the fit; null: "
+                    "pins_flat_after_warmup's warmup, else 0")
+
+
 class Probes(Frozen):
     interval: float = Field(default=0.1, ge=0.01, le=60, description="seconds between samples")
 
@@ -176,6 +191,7 @@ class Scenario(Frozen):
     load: Load = Load()
     bursts: Bursts | None = None
     probes: Probes = Probes()
+    projection: Projection = Projection()
     checks: Checks
 
     def to_dict(self) -> dict[str, Any]:

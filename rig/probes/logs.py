@@ -1,6 +1,8 @@
-"""Lines of service logs that are events: the relay's make_shard lines and its CRIT line.
+"""Lines of service logs that are events: the relay's make_shard lines and its CRIT line,
+and rtpengine's make_shard instrumentation line where a user's build has it.
 
-`parse_relay_line` is pure; `LogFollower` tails a growing log file on a thread.
+`parse_relay_line` and `parse_rtpengine_line` are pure; `LogFollower` tails a growing log
+file on a thread.
 """
 
 from __future__ import annotations
@@ -33,6 +35,34 @@ def parse_relay_line(line: str, run_started_wall: float) -> Event | None:
         data = {k: int(shard[k]) for k in ("num", "full", "space")}
         return Event(t=t, kind="make_shard", data={**data, "thread": shard["thread"]})
     return None
+
+
+# `--log-stderr` lines: `[1764668275.123456] WARN: [core] bufferpool_make_shard: ...`; a
+# call's context may sit between the level and the message.
+RTPENGINE_PREFIX = re.compile(r"^\[(?P<ts>\d+(?:\.\d+)?)\]\s+(?P<level>[A-Z]+):\s")
+RTPENGINE_MAKE_SHARD = re.compile(
+    r"bufferpool_make_shard: num=(?P<num>\d+) full=(?P<full>\d+) space=(?P<space>\d+) "
+    r"tid=(?P<tid>\d+)"
+)
+
+
+def parse_rtpengine_line(line: str, run_started_wall: float) -> Event | None:
+    """A make_shard event for rtpengine's instrumentation line (the field report's
+    `bufferpool_make_shard: num=%u full=%u space=%u tid=%lu`, at LOG_WARN), a crit event for
+    a CRIT line, timed in run seconds; None for other lines."""
+    prefix = RTPENGINE_PREFIX.match(line)
+    if not prefix:
+        return None
+    t = float(prefix["ts"]) - run_started_wall
+    if prefix["level"] in ("CRIT", "ALERT", "EMERG"):
+        return Event(t=t, kind="crit", data={"line": line.rstrip(),
+                                             "text": line[prefix.end():].rstrip()})
+    shard = RTPENGINE_MAKE_SHARD.search(line, prefix.end())
+    if shard is None:
+        return None
+    data = {k: int(shard[k]) for k in ("num", "full", "space")}
+    return Event(t=t, kind="make_shard",
+                 data={**data, "thread": f"tid {shard['tid']}", "service": "rtpengine"})
 
 
 @dataclass

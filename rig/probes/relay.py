@@ -36,7 +36,8 @@ def _number(value: Any) -> float | None:
 
 
 def relay_counters(reply: Mapping[str, Any]) -> dict[str, float]:
-    """Flatten a `statistics` reply of the model relay into `relay.*` counters.
+    """Flatten a `statistics` reply of the model relay into `relay.*` counters, its
+    allocation-site histogram into `relay.site.<site>.count|bytes`.
 
     A real rtpengine reply has no bufferpool block; its session counts still come through.
     """
@@ -50,6 +51,12 @@ def relay_counters(reply: Mapping[str, Any]) -> dict[str, float]:
         value = _number(reply.get(key))
         if value is not None:
             counters[f"relay.{key}"] = value
+    for site, numbers in (reply.get("allocation_sites") or {}).items():
+        name = site.decode() if isinstance(site, bytes) else str(site)
+        for what in ("count", "bytes"):
+            value = _number((numbers or {}).get(what))
+            if value is not None:
+                counters[f"relay.site.{name}.{what}"] = value
     current = (reply.get("statistics") or {}).get("currentstatistics") or {}
     for key in ("sessionsown", "sessionstotal"):
         value = _number(current.get(key))

@@ -40,6 +40,9 @@ def test_stock_relay_fails_pin_race(tmp_path: Path):
     assert (outcome.folder / "report.html").is_file()
     assert any(e.kind == "make_shard" and e.data["space"] > 0
                for e in read_events(outcome.folder))
+    race = next(c for c in outcome.summary["checks"] if c["name"] == "make_shard_race")
+    assert (race["passed"], race["diagnosis"]) == (False, "race"), race
+    assert outcome.summary["diagnosis"]["make_shard"]["phantom_calls"] > 0
 
 
 @pytest.mark.parametrize("patch", ["relay-reserve-slot-first.patch",
@@ -48,6 +51,8 @@ def test_each_fix_passes_pin_race(tmp_path: Path, patch: str):
     outcome = run(tmp_path, "fixed", patches=(patch,))
     assert failed_checks(outcome) == set(), outcome.summary["checks"]
     assert outcome.verdict == "pass"
+    race = next(c for c in outcome.summary["checks"] if c["name"] == "make_shard_race")
+    assert race["diagnosis"] == "growth"
     peak = outcome.summary["counters"]["kmod.pins"]["peak"]
     assert 0 < peak < 16
 

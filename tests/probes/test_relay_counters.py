@@ -27,3 +27,12 @@ def test_real_rtpengine_reply_without_bufferpool_keeps_session_counts():
 def test_non_numbers_are_skipped():
     reply = {"bufferpool": {"pins": "many", "shards_total": True}}
     assert relay_counters(reply) == {}
+
+
+def test_the_allocation_site_histogram_becomes_site_counters():
+    reply = {"allocation_sites": {"stream_stats": {"count": 4, "bytes": 2048},
+                                  b"ssrc_entry": {"count": 4, "bytes": 1024}}}
+    assert relay_counters(reply) == {
+        "relay.site.stream_stats.count": 4.0, "relay.site.stream_stats.bytes": 2048.0,
+        "relay.site.ssrc_entry.count": 4.0, "relay.site.ssrc_entry.bytes": 1024.0,
+    }
