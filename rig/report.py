@@ -1,7 +1,9 @@
 """Plots of a run folder (PNG) and one self-contained HTML report of one or more runs.
 
 `plot_run(folder)` draws `plots/pins.png` (pins against the ceiling, with burst and crash
-markers, and the relay's shards beside it) and `plots/load.png` (calls and RTP packets).
+markers, and the relay's shards beside it), `plots/make_shard.png` and `plots/sites.png`
+where the run has make_shard lines and site histograms (rig/report_diagnosis.py), and
+`plots/load.png` (calls and RTP packets).
 `html_report(folders, out)` writes one HTML file with the PNGs embedded, inline CSS and no
 external reference; several runs get a side-by-side comparison first.
 """
@@ -15,10 +17,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rig.report_diagnosis import diagnosis_html, plot_make_shard, plot_sites
 from rig.results import checks_side_by_side, read_events, read_series, read_summary
 from rig.series import Event, Series
 
-PLOTS = ("pins.png", "load.png")
+PLOTS = ("pins.png", "make_shard.png", "sites.png", "load.png")
 SHARD_LINES = (
     ("relay.shards_active", "active"),
     ("relay.shards_full", "full"),
@@ -185,10 +188,14 @@ def plot_run(folder: Path) -> list[Path]:
     series, events = read_series(folder), read_events(folder)
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
-    return [
-        plot_pins(series, events, summary, plots / PLOTS[0]),
-        plot_load(series, events, summary, plots / PLOTS[1]),
+    drawn = [
+        plot_pins(series, events, summary, plots / "pins.png"),
+        plot_make_shard(events, summary, plots / "make_shard.png",
+                        title_of(summary, "make_shard calls per thread")),
+        plot_sites(summary, plots / "sites.png", title_of(summary, "allocation sites")),
+        plot_load(series, events, summary, plots / "load.png"),
     ]
+    return [path for path in drawn if path is not None]
 
 
 # -- HTML --------------------------------------------------------------------------------
@@ -276,6 +283,8 @@ def run_section(folder: Path, summary: Mapping[str, Any]) -> str:
     if summary.get("error"):
         parts.append(f"<p class=\"error\">error: {esc(summary['error'])}</p>")
     parts += ["<h3>Checks</h3>", checks_table(summary)]
+    if diagnosis := diagnosis_html(summary):
+        parts += ["<h3>Diagnosis</h3>", diagnosis]
     for title, key in (("Load", "load"), ("Bursts", "bursts"), ("Timing", "timing")):
         if summary.get(key):
             parts += [f"<h3>{title}</h3>", numbers_table(summary[key])]
