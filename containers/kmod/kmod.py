@@ -1,10 +1,11 @@
-"""A userspace model of rtpengine's kernel module: tables, memory pins and their status file.
+"""A userspace model of rtpengine's kernel module: tables, memory pins, forwarding targets and
+their status file.
 
 `DIR` plays `/proc/rtpengine`: one Unix stream connection to `DIR/control.sock` is one open
 file handle of a table's control file, and `DIR/<table>/status` is the table's status file.
 Standard library only: the rig starts this as a process, it never imports it.
 
-    python3 kmod.py --dir DIR
+    python3 kmod.py --dir DIR [--max-targets N]
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ MAX_SHM_AREAS = 16
 
 PAGE_SIZE = 4096
 MAX_LINE = 4096
+# Forwarding targets one table can hold (`--max-targets`). The real module has no fixed
+# limit: it refuses a target when it cannot allocate one, with ENOMEM; this models that point.
+MAX_TARGETS = 65536
 TABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 STATUS_LABELS = (
     "Refcount",
@@ -67,7 +71,20 @@ class Unpin:
     addr: int
 
 
-Command = Open | Pin | Unpin
+@dataclass(frozen=True)
+class AddTarget:
+    local: str
+    destination: str
+
+
+@dataclass(frozen=True)
+class DelTarget:
+    local: str
+
+
+Command = Open | Pin | Unpin | AddTarget | DelTarget
+USAGE = ("open T | pin ADDR SIZE | unpin ADDR | target LOCAL DEST | untarget LOCAL "
+         "(LOCAL and DEST as HOST:PORT, DEST '-' for none)")
 
 
 def parse_command(line: str) -> Command:
@@ -84,10 +101,21 @@ def parse_command(line: str) -> Command:
         return Pin(parse_addr(args[0]), parse_size(args[1]))
     if verb == "unpin" and len(args) == 1:
         return Unpin(parse_addr(args[0]))
-    raise CommandError(
-        "EINVAL",
-        f"bad command {line.strip()[:80]!r} (expected: open T | pin ADDR SIZE | unpin ADDR)",
-    )
+    if verb == "target" and len(args) == 2:
+        destination = args[1] if args[1] == "-" else parse_endpoint(args[1])
+        return AddTarget(parse_endpoint(args[0]), destination)
+    if verb == "untarget" and len(args) == 1:
+        return DelTarget(parse_endpoint(args[0]))
+    raise CommandError("EINVAL", f"bad command {line.strip()[:80]!r} (expected: {USAGE})")
+
+
+def parse_endpoint(text: str) -> str:
+    """HOST:PORT with a non-empty host and a port 1..65535 (the real module's
+    is_valid_address), kept as text: the model forwards nothing."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError("EINVAL", f"bad address {text[:60]!r} (expected HOST:PORT)")
+    return f"{host}:{int(port)}"
 
 
 def parse_addr(text: str) -> int:
@@ -126,6 +154,8 @@ class Table:
         self.folder = folder
         self.lock = threading.Lock()
         self.pins: dict[int, int] = {}
+        self.targets: dict[str, str] = {}
+        self.max_targets = MAX_TARGETS
         self.opencount = 0
         folder.mkdir(parents=True, exist_ok=True)
         with self.lock:
@@ -139,10 +169,11 @@ class Table:
     def close(self) -> None:
         with self.lock:
             self.opencount -= 1
-            if self.opencount == 0 and self.pins:
-                released = len(self.pins)
+            if self.opencount == 0 and (self.pins or self.targets):
+                pins, targets = len(self.pins), len(self.targets)
                 self.pins.clear()
-                log(f"table={self.name} release pins={released} (last close)")
+                self.targets.clear()
+                log(f"table={self.name} release pins={pins} targets={targets} (last close)")
             self._write_status()
 
     def pin(self, addr: int, size: int) -> None:
@@ -163,11 +194,30 @@ class Table:
             self._write_status()
             log(f"table={self.name} unpin addr={addr:x} size={size} pins={len(self.pins)}")
 
+    def add_target(self, local: str, destination: str) -> None:
+        with self.lock:
+            if local in self.targets:
+                raise CommandError("EEXIST", f"a target for {local} exists")
+            if len(self.targets) >= self.max_targets:
+                raise CommandError("ENOMEM", f"table holds {self.max_targets} targets")
+            self.targets[local] = destination
+            self._write_status()
+            log(f"table={self.name} target local={local} dest={destination} "
+                f"targets={len(self.targets)}")
+
+    def del_target(self, local: str) -> None:
+        with self.lock:
+            if self.targets.pop(local, None) is None:
+                raise CommandError("ENOENT", f"no target for {local}")
+            self._write_status()
+            log(f"table={self.name} untarget local={local} targets={len(self.targets)}")
+
     def _write_status(self) -> None:
         # Readers must never see a half-written file: write a temp file, then rename over.
         values = dict.fromkeys(STATUS_LABELS, 0)
         values["Refcount"] = 1 + self.opencount
         values["Opencount"] = self.opencount
+        values["Targets"] = len(self.targets)
         values["Memory pins"] = len(self.pins)
         values["Memory"] = sum(self.pins.values())
         temp = self.folder / ".status.tmp"
@@ -178,15 +228,18 @@ class Table:
 class Module:
     """All tables of the module, created on first open and kept for the module's life."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_targets: int = MAX_TARGETS) -> None:
         self.root = root
+        self.max_targets = max_targets
         self.lock = threading.Lock()
         self.tables: dict[str, Table] = {}
 
     def table(self, name: str) -> Table:
         with self.lock:
             if name not in self.tables:
-                self.tables[name] = Table(name, self.root / name)
+                table = Table(name, self.root / name)
+                table.max_targets = self.max_targets
+                self.tables[name] = table
             return self.tables[name]
 
 
@@ -219,8 +272,12 @@ class Handle:
             raise CommandError("EBADF", "no table open (send 'open <table>' first)")
         if isinstance(command, Pin):
             self.table.pin(command.addr, command.size)
-        else:
+        elif isinstance(command, Unpin):
             self.table.unpin(command.addr)
+        elif isinstance(command, AddTarget):
+            self.table.add_target(command.local, command.destination)
+        else:
+            self.table.del_target(command.local)
 
     def close(self) -> None:
         if self.table is not None:
@@ -289,9 +346,17 @@ def claim_socket_path(path: Path) -> None:
         probe.close()
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Userspace model of rtpengine's kernel module")
     parser.add_argument("--dir", required=True, type=Path, help="folder playing /proc/rtpengine")
+    parser.add_argument("--max-targets", type=positive, default=MAX_TARGETS,
+                        help=f"forwarding targets per table before ENOMEM ({MAX_TARGETS})")
     args = parser.parse_args(argv)
     root: Path = args.dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -299,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     claim_socket_path(sock_path)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    server = ControlServer(sock_path, Module(root))
+    server = ControlServer(sock_path, Module(root, args.max_targets))
     try:
         print(f"kmod ready dir={args.dir}", file=sys.stderr, flush=True)
         server.serve_forever()

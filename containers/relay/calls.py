@@ -23,6 +23,8 @@ class Streams(Protocol):
 
     def open_stream(self) -> Stream: ...
 
+    def unkernelise(self, streams: list[Stream]) -> None: ...
+
     def close_streams(self, streams: list[Stream]) -> None: ...
 
 
@@ -43,6 +45,10 @@ class Call:
 
     def legs(self) -> tuple[Leg, Leg]:
         return (self.offerer, self.answerer)
+
+    def last_activity(self) -> float:
+        """The last signal or the last packet on any of its streams, whichever is later."""
+        return max([self.last_signal, *(s.last_packet for s in self.streams())])
 
     def streams(self) -> list[Stream]:
         return self.offerer.streams + self.answerer.streams
@@ -76,6 +82,7 @@ class CallTable:
         self._calls: dict[str, Call] = {}
         self._lock = threading.Lock()
         self.deleted_total = 0
+        self.timeout_total = 0
 
     def offer(self, request: dict[str, Any]) -> dict[str, Any]:
         call_id = required_str(request, "call-id")
@@ -123,9 +130,21 @@ class CallTable:
         if call is None:
             return {"result": "ok", "warning": "Call-ID not found or tags didn't match"}
         summary = call_summary(call, self._streams.address)
-        self._streams.close_streams(call.streams())
+        self._release(call)
         self.deleted_total += 1
         return {"result": "ok", **summary}
+
+    def expire(self, now: float, timeout: float) -> list[str]:
+        """Close the calls that saw no signal and no packet for `timeout` seconds (rtpengine's
+        `timeout`: a party that went away without a BYE); their call-ids."""
+        with self._lock:
+            idle = [c for c in self._calls.values() if now - c.last_activity() >= timeout]
+            for call in idle:
+                del self._calls[call.call_id]
+        for call in idle:
+            self._release(call)
+        self.timeout_total += len(idle)
+        return [call.call_id for call in idle]
 
     def query(self, request: dict[str, Any]) -> dict[str, Any]:
         call = self._calls.get(required_str(request, "call-id"))
@@ -147,7 +166,13 @@ class CallTable:
         with self._lock:
             calls, self._calls = list(self._calls.values()), {}
         for call in calls:
-            self._streams.close_streams(call.streams())
+            self._release(call)
+
+    def _release(self, call: Call) -> None:
+        """Everything a call holds goes: its kernel targets, its streams' state and ports."""
+        streams = call.streams()
+        self._streams.unkernelise(streams)
+        self._streams.close_streams(streams)
 
     def _new_call(self, call_id: str, from_tag: str, media_count: int) -> Call:
         now = self._clock()

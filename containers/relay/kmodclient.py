@@ -1,4 +1,5 @@
-"""The relay's side of the kmod model's control channel: pin and unpin shard memory.
+"""The relay's side of the kmod model's control channel: pin and unpin shard memory, add and
+remove forwarding targets.
 
 One connection per calling thread, like worker threads each writing to their own handle of
 `/proc/rtpengine/<table>/control`; a pin is a blocking round trip. Standard library only.
@@ -53,6 +54,14 @@ class KmodClient:
 
     def unpin(self, addr: int) -> None:
         self._request(f"unpin {addr:x}")
+
+    def add_target(self, local: str, destination: str | None) -> None:
+        """Hand a stream to the kernel: packets to `local` (HOST:PORT) forward to
+        `destination` (None while the peer's endpoint is unknown)."""
+        self._request(f"target {local} {destination or '-'}")
+
+    def del_target(self, local: str) -> None:
+        self._request(f"untarget {local}")
 
     def close(self) -> None:
         """Close every thread's connection: kmod releases the table's pins on the last one."""

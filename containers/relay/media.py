@@ -3,7 +3,9 @@
 A stream is one leg's side of one media section: its endpoint sends RTP to the stream's port;
 the worker forwards each packet to the peer stream's endpoint from the peer stream's port.
 On a stream's first packet the worker allocates the stream's state from the bufferpool (this
-is where a shard is made and pinned, on the worker thread); deleting the call frees it.
+is where a shard is made and pinned, on the worker thread) and hands the stream to the kernel
+as a forwarding target, as rtpengine kernelises a stream; deleting the call removes the target
+and frees the state.
 """
 
 from __future__ import annotations
@@ -30,6 +32,24 @@ class Pool(Protocol):
     def alloc(self, size: int, site: str) -> Any: ...
 
     def free(self, allocation: Any) -> None: ...
+
+
+class Kernel(Protocol):
+    """Forwarding targets in the kernel module; methods raise on a refusal."""
+
+    def add_target(self, local: str, destination: str | None) -> None: ...
+
+    def del_target(self, local: str) -> None: ...
+
+
+class NoKernel:
+    """No module: every stream stays in userspace."""
+
+    def add_target(self, local: str, destination: str | None) -> None:
+        raise OSError("no kernel module")
+
+    def del_target(self, local: str) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,7 @@ class Stream:
     last_packet: float = 0.0
     ssrc: int | None = None
     allocations: list[Any] = field(default_factory=list)
+    target: str | None = None  # the local HOST:PORT of its kernel target, while it has one
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,12 +110,15 @@ class Worker(threading.Thread):
     """Receives on the sockets assigned to it and forwards; changes arrive through a queue."""
 
     def __init__(
-        self, index: int, pool: Pool, log: Callable[[str, str], None], clock: Callable[[], float]
+        self, index: int, pool: Pool, log: Callable[[str, str], None], clock: Callable[[], float],
+        kernel: Kernel | None = None, address: str = "",
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.index = index
         self.counters = WorkerCounters()
         self._pool = pool
+        self._kernel = kernel or NoKernel()
+        self._address = address
         self._log = log
         self._clock = clock
         self._selector = selectors.DefaultSelector()
@@ -190,14 +214,26 @@ class Worker(threading.Thread):
         self._forward(stream, packet)
 
     def _start_stream(self, stream: Stream, packet: bytes) -> bool:
-        """First packet: allocate the stream's state from the pool (may make and pin a shard)."""
+        """First packet: allocate the stream's state from the pool (may make and pin a shard),
+        then kernelise it. Under the stream's lock, so a delete sees both or neither."""
         with stream.lock:
             if stream.closed:
                 return False
             for site, size in STREAM_SITES:
                 stream.allocations.append(self._pool.alloc(size, site))
+            self._kernelise(stream)
         stream.ssrc = rtp_ssrc(packet)
         return True
+
+    def _kernelise(self, stream: Stream) -> None:
+        local = f"{self._address}:{stream.port}"
+        peer = stream.peer.destination() if stream.peer is not None else None
+        try:
+            self._kernel.add_target(local, f"{peer[0]}:{peer[1]}" if peer else None)
+        except Exception as exc:  # the stream goes on in userspace, as rtpengine's does
+            self._log("ERR", f"Failed to push relay stream to kernel: {exc}")
+            return
+        stream.target = local
 
     def _forward(self, stream: Stream, packet: bytes) -> None:
         peer = stream.peer
@@ -222,11 +258,15 @@ class MediaPlane:
     def __init__(
         self, address: str, ports: PortRange, workers: int, pool: Pool,
         log: Callable[[str, str], None], clock: Callable[[], float] = time.time,
+        kernel: Kernel | None = None,
     ) -> None:
         self.address = address
         self._ports = ports
         self._pool = pool
-        self._workers = [Worker(i, pool, log, clock) for i in range(workers)]
+        self._kernel = kernel or NoKernel()
+        self._log = log
+        self._workers = [Worker(i, pool, log, clock, self._kernel, address)
+                         for i in range(workers)]
         self._next_worker = 0
 
     def start(self) -> None:
@@ -248,6 +288,20 @@ class MediaPlane:
         stream = Stream(sock=sock, port=port, worker=worker.index)
         worker.add(stream)
         return stream
+
+    def unkernelise(self, streams: list[Stream]) -> None:
+        """Take the streams' targets out of the kernel. The streams count as closed from
+        here on, so no worker kernelises one of them again."""
+        for stream in streams:
+            with stream.lock:
+                stream.closed = True
+                local, stream.target = stream.target, None
+            if local is None:
+                continue
+            try:
+                self._kernel.del_target(local)
+            except Exception as exc:
+                self._log("ERR", f"Failed to delete relay stream from kernel: {exc}")
 
     def close_streams(self, streams: list[Stream], timeout: float = 2.0) -> None:
         """Free the streams' pool state, then wait until their workers closed the sockets."""

@@ -2,7 +2,7 @@
 state in a shard bufferpool pinned through the kmod model.
 
     python3 relay.py --ng HOST:PORT --rtp-addr HOST --rtp-ports LO-HI --workers N
-                     --shard-size BYTES --kmod DIR --table T
+                     --shard-size BYTES --kmod DIR --table T [--timeout SECONDS]
 
 Ready when NG `ping` answers `pong`. SIGUSR1 dumps statistics to the log; SIGTERM/SIGINT
 shut down cleanly (the kmod connections close, so kmod releases the table's pins).
@@ -46,6 +46,7 @@ class Settings:
     shard_size: int
     kmod: Path
     table: str
+    timeout: float = 60.0
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -81,6 +82,16 @@ def _shard_size(text: str) -> int:
     return int(text)
 
 
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} seconds (allowed: 0..86400, 0 = never)")
+    return value
+
+
 def parse_settings(argv: Sequence[str]) -> Settings:
     parser = argparse.ArgumentParser(prog="relay.py", description=__doc__.split("\n")[0])
     parser.add_argument("--ng", type=_host_port, required=True, help="NG control HOST:PORT")
@@ -90,9 +101,11 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     parser.add_argument("--shard-size", type=_shard_size, default=16 * 1024 * 1024)
     parser.add_argument("--kmod", type=Path, required=True, help="kmod model directory")
     parser.add_argument("--table", required=True, help="kmod table")
+    parser.add_argument("--timeout", type=_timeout, default=60.0,
+                        help="close a call after this long without signal or RTP (0: never)")
     args = parser.parse_args(argv)
     return Settings(args.ng, args.rtp_addr, args.rtp_ports, args.workers, args.shard_size,
-                    args.kmod, args.table)
+                    args.kmod, args.table, args.timeout)
 
 
 class Relay:
@@ -110,7 +123,10 @@ class Relay:
             raise StartupError(f"cannot open kmod table {settings.table}: {exc}") from exc
         self._pool = BufferPool(settings.shard_size, self._kmod, log)
         self._media = MediaPlane(settings.rtp_addr, PortRange(*settings.rtp_ports),
-                                 settings.workers, self._pool, log)
+                                 settings.workers, self._pool, log, kernel=self._kmod)
+        self._timeout = settings.timeout
+        # look for idle calls a few times per timeout, at most once a second
+        self._tick = min(1.0, settings.timeout / 4) if settings.timeout else 1.0
         self._calls = CallTable(self._media, time.time)
         self._rates = (RateMeter(), RateMeter(), RateMeter())
         self._control = Control(
@@ -128,8 +144,9 @@ class Relay:
         self._media.start()
         self._log("NOTICE", "relay ready")
         try:
+            next_expiry = time.time() + self._tick
             while not self._stop:
-                readable, _, _ = select.select([self._ng, self._wake_r], [], [], 1.0)
+                readable, _, _ = select.select([self._ng, self._wake_r], [], [], self._tick)
                 if self._wake_r in readable:
                     self._wake_r.recv(4096)
                 if self._ng in readable:
@@ -137,6 +154,9 @@ class Relay:
                 if self._dump:
                     self._dump = False
                     self._dump_statistics()
+                if self._timeout and time.time() >= next_expiry:
+                    next_expiry = time.time() + self._tick
+                    self._expire()
         finally:
             self._shut_down()
 
@@ -161,7 +181,13 @@ class Relay:
             bytes_relayed=counters.relayed_bytes,
             packets_dropped=counters.dropped,
             deleted_sessions=self._calls.deleted_total,
+            timeout_sessions=self._calls.timeout_total,
+            kernel_streams=sum(1 for call in calls for s in call.streams() if s.target),
         )
+
+    def _expire(self) -> None:
+        for call_id in self._calls.expire(time.time(), self._timeout):
+            self._log("NOTICE", f"[{call_id}] Closing call due to timeout")
 
     def _serve_one(self) -> None:
         try:

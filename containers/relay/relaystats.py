@@ -18,6 +18,8 @@ class Traffic:
     bytes_relayed: int
     packets_dropped: int
     deleted_sessions: int
+    timeout_sessions: int = 0
+    kernel_streams: int = 0  # streams with a forwarding target in the kernel module
 
 
 class RateMeter:
@@ -66,13 +68,14 @@ def statistics_reply(
         "byterate_kernel": 0,
         "errorrate_kernel": 0,
         "media_userspace": traffic.streams,
-        "media_kernel": 0,
+        "media_kernel": traffic.kernel_streams,
         "media_mixed": 0,
     }
     total = {
         "uptime": str(int(uptime)),
         "managedsessions": traffic.sessions + traffic.deleted_sessions,
         "regularterminatedsessions": traffic.deleted_sessions,
+        "timeoutsessions": traffic.timeout_sessions,
         "relayedpackets": traffic.packets_relayed,
         "relayedbytes": traffic.bytes_relayed,
         "relayedpacketerrors": traffic.packets_dropped,
@@ -90,6 +93,7 @@ def statistics_reply(
         "allocation_sites": all_sites(sites),
         "sessions": traffic.sessions,
         "streams": traffic.streams,
+        "kernel_streams": traffic.kernel_streams,
         "packets_relayed": traffic.packets_relayed,
         "bytes_relayed": traffic.bytes_relayed,
         "packets_dropped": traffic.packets_dropped,

@@ -443,7 +443,10 @@ class LoadDriver:
         finally:
             if burst is not None and to_tag is None:
                 burst.one_ready()  # never got to media; do not hold the burst up
-            if offered:
+            # a caller that vanished sends no BYE, so nothing tells the relay: its own
+            # timeout has to close the session (the path a real vanished party takes)
+            vanished = result is not None and result.completed and result.outcome == "vanish"
+            if offered and not vanished:
                 await _quietly(media.delete(call_id, from_tag, to_tag))
             self._close_ports(call_id, ports)
             self._end(call_id, result, reason)

@@ -19,7 +19,7 @@ BUFFERPOOL_KEYS = (
     "live_bytes",
     "make_shard_calls",
 )
-TOP_KEYS = ("sessions", "streams", "packets_relayed", "packets_dropped")
+TOP_KEYS = ("sessions", "streams", "kernel_streams", "packets_relayed", "packets_dropped")
 
 
 def _number(value: Any) -> float | None:

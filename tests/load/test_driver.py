@@ -167,6 +167,15 @@ def test_media_control_sees_offer_answer_and_one_delete_per_call() -> None:
     assert sorted(by_kind["delete"]) == sorted(by_kind["offer"])
     assert len(by_kind["answer"]) == report.outcomes["answered"]
 
+    # a vanished caller sends no BYE: no delete, the relay's timeout has to end it
+    media = FakeMedia()
+    mix = {"answered": 0.5, "vanish": 0.5}
+    report, _, _ = drive(plan(cps=20.0, outcomes=mix), 1.0, seed=3, media=media)
+    deleted = {call_id for kind, call_id in media.log if kind == "delete"}
+    offered = {call_id for kind, call_id in media.log if kind == "offer"}
+    assert 0 < report.outcomes["vanish"] < report.calls_completed
+    assert len(offered - deleted) == report.outcomes["vanish"]
+
 
 def test_a_media_failure_fails_the_call_not_the_run() -> None:
     class BrokenMedia:

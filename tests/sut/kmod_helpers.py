@@ -64,13 +64,15 @@ class KmodProcess:
 
 
 @contextmanager
-def running_kmod(kmod_py: Path, state_dir: Path) -> Iterator[KmodProcess]:
+def running_kmod(
+    kmod_py: Path, state_dir: Path, extra_args: tuple[str, ...] = ()
+) -> Iterator[KmodProcess]:
     """kmod started on `state_dir`, ready (socket accepting), always stopped on exit."""
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir.parent / f"{state_dir.name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, str(kmod_py), "--dir", str(state_dir)],
+            [sys.executable, str(kmod_py), "--dir", str(state_dir), *extra_args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -136,11 +136,13 @@ def running_relay(
     workers: int = 2,
     shard_size: int = 65536,
     table: str = "0",
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[RelayProcess]:
     """The relay started on a fresh loopback address, ready (answers ping), stopped on exit."""
     host = pick_host()
     ng_port, rtp_ports = free_udp_port(host), pick_rtp_range()
     argv = relay_argv(relay_py, host, ng_port, rtp_ports, kmod_dir, workers, shard_size, table)
+    argv += extra_args
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     relay = RelayProcess(process, log_path, host, NgClient(host, ng_port), rtp_ports)

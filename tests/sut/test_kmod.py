@@ -201,7 +201,7 @@ def test_pins_are_released_when_the_last_connection_closes(kmod_process: Any) ->
         second.close()
     status = kmod_process.wait_for_status(3, "Opencount", 0)
     assert (status["Memory pins"], status["Memory"], status["Refcount"]) == (0, 0, 1)
-    assert "table=3 release pins=2 (last close)" in kmod_process.log()
+    assert "table=3 release pins=2 targets=0 (last close)" in kmod_process.log()
 
 
 CLIENT_SCRIPT = """
