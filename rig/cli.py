@@ -160,8 +160,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from rig.topology.runtime import collect_garbage
 
     report = collect_garbage()
+    namespaces = (f", {report.namespaces} network namespace(s)" if report.namespaces else "")
     print(f"removed {len(report.runs)} dead run(s), killed {report.processes} process(es), "
-          f"deleted {report.folders} folder(s)")
+          f"deleted {report.folders} folder(s){namespaces}")
     return 0
 
 

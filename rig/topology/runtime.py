@@ -82,6 +82,7 @@ class RunRecord:
     owner_started: float
     processes: list[dict[str, float | int | str]] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)  # network namespaces (rig/topology/netns)
 
     @property
     def path(self) -> Path:
@@ -99,6 +100,11 @@ class RunRecord:
 
     def add_folder(self, folder: Path) -> None:
         self.folders.append(str(folder))
+        self.save()
+
+    def add_namespace(self, name: str) -> None:
+        """Record a network namespace before it is created, so gc never misses one."""
+        self.namespaces.append(name)
         self.save()
 
     def remove(self) -> None:
@@ -135,11 +141,12 @@ class GcReport:
     runs: list[str]
     processes: int
     folders: int
+    namespaces: int = 0
 
 
 def collect_garbage() -> GcReport:
     """Remove the leftovers of runs whose owner is gone: processes, folders, records."""
-    runs, killed, removed = [], 0, 0
+    runs, killed, removed, namespaces = [], 0, 0, 0
     for path in sorted((runtime_dir() / "runs").glob("*.json")):
         try:
             data = json.loads(path.read_text())
@@ -154,6 +161,8 @@ def collect_garbage() -> GcReport:
             if proc is not None:
                 _kill(proc)
                 killed += 1
+        for name in data.get("namespaces", []):
+            namespaces += _delete_namespace(str(name))
         for folder in data.get("folders", []):
             if Path(folder).exists():
                 shutil.rmtree(folder, ignore_errors=True)
@@ -163,7 +172,16 @@ def collect_garbage() -> GcReport:
     from rig.topology.docker import remove_orphan_containers  # 0 without an engine
 
     killed += remove_orphan_containers()
-    return GcReport(runs=runs, processes=killed, folders=removed)
+    return GcReport(runs=runs, processes=killed, folders=removed, namespaces=namespaces)
+
+
+def _delete_namespace(name: str) -> int:
+    from rig.topology import netns
+
+    try:
+        return int(netns.delete(name))
+    except InfraError:
+        return 0
 
 
 def process_labels(run_id: str) -> dict[str, str]:
