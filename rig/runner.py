@@ -547,6 +547,10 @@ def burst_plan(scenario: Any) -> Any:
         workers=bursts.workers,
         streams_per_worker=bursts.streams_per_worker,
         hold=bursts.hold,
+        lanes=bursts.lanes,
+        processes=bursts.processes,
+        jitter=bursts.jitter,
+        sink=bursts.sink,
     )
 
 

@@ -113,9 +113,18 @@ class Bursts(Frozen):
     first_at: float = Field(default=1.0, ge=0, le=3600, description="seconds after load start")
     every: float = Field(default=2.0, gt=0, le=3600)
     count: int | None = Field(default=None, ge=1, le=100_000, description="at most this many")
-    workers: int = Field(default=8, ge=1, le=256, description="synchronised firers")
-    streams_per_worker: int = Field(default=4, ge=1, le=1000)
+    workers: int = Field(default=8, ge=1, le=256,
+                         description="width: groups of new calls per burst (streams, not threads)")
+    streams_per_worker: int = Field(default=4, ge=1, le=1000, description="calls per group")
     hold: float = Field(default=10.0, gt=0, le=3600, description="seconds a burst call lasts")
+    processes: int = Field(default=1, ge=1, le=16,
+                           description="sender processes, each firing its share at the instant")
+    lanes: int = Field(default=1, ge=1, le=256, description="interleave the first packets "
+                       "round-robin over target port/2 mod lanes (e.g. the relay's workers)")
+    jitter: float = Field(default=0.0, ge=0, le=0.1,
+                          description="seconds: each first packet leaves up to this late")
+    sink: bool = Field(default=False, description="debug: first packets go to a timestamping "
+                       "rig sink instead of the SUT, to measure their arrival spread")
 
 
 class Projection(Frozen):

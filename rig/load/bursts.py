@@ -1,248 +1,239 @@
-"""Synchronised bursts: W pre-started workers run their actions at one monotonic deadline.
+"""Synchronised bursts as plain values: which stream sends, in which order, at which instant,
+and how well a burst met its deadline.
 
-A burst is what triggers the bufferpool race in a relay: many streams whose first packets
-arrive at the same instant. The driver's actions call MediaEngine.start_streams(), so the
-alignment measured here is the alignment of the first packets leaving the rig.
+A burst is a set of first packets of new streams, not a set of threads. The plan says, for
+every stream, its place in the sending order, which sender process sends it, and its
+instant: the burst's deadline plus the stream's jitter (zero unless a bench asks for some).
+The deadline is an absolute instant on two clocks: CLOCK_MONOTONIC for the processes of one
+host, and CLOCK_REALTIME so that generator processes (and, later, hosts) agree on it.
 
-Two ways to wake the workers (`wake=`), both measured by bench/bench_bursts.py:
-- "sleep" (default): every worker sleeps until the deadline by itself, so the kernel
-  wakes them all from their own timers and nobody spins. The caller of fire() only
-  waits, which keeps an asyncio loop or the media threads free of a spinning thread.
-- "event": workers block on one Event; the caller of fire() sleeps until shortly before
-  the deadline, spins the last stretch on the clock and sets the Event. Measured slower:
-  setting the Event wakes the waiters one after another from one thread.
-Workers (and the spinning caller) ask for SCHED_FIFO when the system allows it: wake-ups
-then preempt ordinary processes and real-time threads have no timer slack. Without the
-privilege they run as ordinary threads with the timer slack lowered to 1 ns.
-
-The fire time of a worker is read just before it runs its action, so the spread includes
-waiting for the GIL: with CPython threads the workers record their times one after
-another, and the spread grows with the number of workers.
+The I/O side (pre-bound sockets, pre-built packets, the spin and the send loop) is in
+rig/load/burstsender.py; this module imports no socket, thread or process code.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import queue
-import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-import numpy as np
-
-from rig.errors import RigError
-
-WAKE_MODES = ("sleep", "event")
-SPIN_S = 0.0005  # the caller spins this last stretch before the deadline ("event" mode)
-REALTIME_PRIORITY = 10
-PR_SET_TIMERSLACK = 29
-ACTION_TIMEOUT_S = 30.0
+Address = tuple[str, int]
 
 
-class BurstError(RigError):
-    """A burst action raised, or the workers did not finish in time."""
+class WallClock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """One instant on both clocks, in seconds."""
+
+    monotonic: float
+    realtime: float
+
+    @classmethod
+    def at(cls, monotonic: float, clock: WallClock) -> Deadline:
+        """The monotonic instant with its CLOCK_REALTIME twin, read from one clock pair."""
+        return cls(monotonic, clock.wall() + (monotonic - clock.monotonic()))
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One stream's first packet in a burst: `stream` indexes the caller's streams."""
+
+    stream: int
+    target: Address
+    process: int  # which sender process sends it
+    offset: float = 0.0  # seconds after the deadline (deliberate jitter)
+
+
+@dataclass(frozen=True)
+class ShotPlan:
+    index: int
+    deadline: Deadline
+    shots: tuple[Shot, ...]  # in sending order
+
+    def share(self, process: int) -> tuple[Shot, ...]:
+        """The shots one sender process fires, in their sending order."""
+        return tuple(s for s in self.shots if s.process == process)
+
+
+def interleave(targets: Sequence[Address], lanes: int) -> list[int]:
+    """Sending order of the streams (indices into `targets`): round-robin over `lanes`.
+
+    A target's lane is its port / 2 modulo `lanes` (RTP ports are even, and a relay that
+    hands ports to its worker threads in turn puts neighbours on different threads);
+    consecutive packets then go to different lanes while every lane has some left. Within
+    a lane the order is by port. One lane keeps the caller's order.
+    """
+    if lanes < 1:
+        raise ValueError(f"lanes must be at least 1, got {lanes}")
+    if lanes == 1:
+        return list(range(len(targets)))
+    by_lane: list[list[int]] = [[] for _ in range(lanes)]
+    for i in sorted(range(len(targets)), key=lambda i: (targets[i][1], targets[i][0], i)):
+        by_lane[(targets[i][1] // 2) % lanes].append(i)
+    order: list[int] = []
+    for turn in range(max((len(lane) for lane in by_lane), default=0)):
+        order += [lane[turn] for lane in by_lane if turn < len(lane)]
+    return order
+
+
+def jitter_offsets(count: int, jitter: float, rng: random.Random) -> list[float]:
+    """Per-stream delays after the deadline, uniform in [0, jitter] seconds (all 0 for 0)."""
+    if jitter < 0:
+        raise ValueError(f"jitter must not be negative, got {jitter}")
+    if jitter == 0:
+        return [0.0] * count
+    return [rng.uniform(0.0, jitter) for _ in range(count)]
+
+
+def plan_burst(
+    index: int,
+    deadline: Deadline,
+    targets: Sequence[Address],
+    *,
+    lanes: int = 1,
+    processes: int = 1,
+    jitter: float = 0.0,
+    rng: random.Random | None = None,
+) -> ShotPlan:
+    """The burst's shots: interleaved over `lanes`, dealt in turn to `processes` senders
+    (so each sender's share is interleaved too), sorted by instant when jittered."""
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    order = interleave(targets, lanes)
+    offsets = jitter_offsets(len(order), jitter, rng or random.Random(index))
+    shots = [Shot(stream, targets[stream], rank % processes, offset)
+             for rank, (stream, offset) in enumerate(zip(order, offsets, strict=True))]
+    shots.sort(key=lambda s: s.offset)  # stable: unjittered bursts keep the interleave
+    return ShotPlan(index, deadline, tuple(shots))
 
 
 @dataclass(frozen=True)
 class BurstResult:
+    """What one burst did. Send times are CLOCK_MONOTONIC, one per shot of the plan in its
+    order (NaN where the kernel refused the packet); arrivals are the sink's kernel
+    receive times (CLOCK_REALTIME), when the burst was sent to a sink."""
+
     index: int
-    deadline: float
-    fire_times: tuple[float, ...]
+    deadline: Deadline
+    send_times: tuple[float, ...]
+    arrivals: tuple[float, ...] = ()
+    errors: int = 0
+    lost: int = 0  # shots sent to a sink that never arrived there
+    processes: int = 1
 
     @property
-    def offsets_us(self) -> tuple[float, ...]:
-        """Fire time minus deadline, per worker, in microseconds."""
-        return tuple((t - self.deadline) * 1e6 for t in self.fire_times)
+    def streams(self) -> int:
+        return len(self.send_times)
 
     @property
-    def skew_us(self) -> tuple[float, ...]:
-        """Fire time minus the burst's earliest fire time, per worker, in microseconds.
-
-        Apart from the offsets, this leaves out how late the whole burst woke (the
-        machine's timer latency), which all workers share and a relay does not notice.
-        """
-        first = min(self.fire_times, default=0.0)
-        return tuple((t - first) * 1e6 for t in self.fire_times)
+    def spread_us(self) -> float:
+        """Last send minus first send."""
+        return _span_us(self.send_times)
 
     @property
-    def spread_p50_us(self) -> float:
-        return percentile(self.offsets_us, 50)
+    def lateness_us(self) -> float:
+        """First send minus the deadline (negative never: a sender does not fire early)."""
+        sent = _finite(self.send_times)
+        return (min(sent) - self.deadline.monotonic) * 1e6 if sent else math.nan
 
     @property
-    def spread_p99_us(self) -> float:
-        return percentile(self.offsets_us, 99)
+    def arrival_spread_us(self) -> float | None:
+        """Last arrival minus first arrival, where the packets landed; None unmeasured."""
+        return _span_us(self.arrivals) if self.arrivals else None
 
     @property
-    def spread_max_us(self) -> float:
-        return max(self.offsets_us, default=0.0)
+    def arrival_lateness_us(self) -> float | None:
+        """First arrival minus the deadline's CLOCK_REALTIME instant; None unmeasured."""
+        landed = _finite(self.arrivals)
+        return (min(landed) - self.deadline.realtime) * 1e6 if landed else None
+
+    def event(self) -> dict[str, float | int | None]:
+        """The `burst` event's data (events.jsonl)."""
+        return {"index": self.index, "streams": self.streams, "processes": self.processes,
+                "spread_us": _round(self.spread_us), "lateness_us": _round(self.lateness_us),
+                "arrival_spread_us": _round(self.arrival_spread_us),
+                "send_errors": self.errors, "lost": self.lost}
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def _span_us(values: Sequence[float]) -> float:
+    finite = _finite(values)
+    return (max(finite) - min(finite)) * 1e6 if finite else math.nan
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 1)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile; 0.0 for no values."""
-    if not values:
-        return 0.0
-    return float(np.percentile(np.asarray(values, dtype=float), q))
+    """Linear-interpolation percentile of the finite values (numpy's default); NaN for none.
+
+    Written out so that the sender processes, which import this module, start without numpy.
+    """
+    finite = sorted(_finite(values))
+    if not finite:
+        return math.nan
+    rank = (len(finite) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(finite) - 1)
+    return finite[low] + (finite[high] - finite[low]) * (rank - low)
 
 
-def spread_summary(results: Sequence[BurstResult]) -> dict[str, float]:
-    """p50/p99/max over every worker of every burst, in µs: offsets from the deadline
-    (spread_*) and from the burst's earliest worker (skew_*)."""
-    offsets = [o for r in results for o in r.offsets_us]
-    skews = [s for r in results for s in r.skew_us]
-    return {
-        "bursts": float(len(results)),
-        "spread_p50_us": percentile(offsets, 50),
-        "spread_p99_us": percentile(offsets, 99),
-        "spread_max_us": max(offsets, default=0.0),
-        "skew_p50_us": percentile(skews, 50),
-        "skew_p99_us": percentile(skews, 99),
-        "skew_max_us": max(skews, default=0.0),
-    }
+@dataclass(frozen=True)
+class Percentiles:
+    p50: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Percentiles:
+        finite = _finite(values)
+        return cls(percentile(finite, 50), percentile(finite, 99), max(finite, default=math.nan))
 
 
-def try_realtime(priority: int = REALTIME_PRIORITY) -> tuple[int, os.sched_param] | None:
-    """Ask SCHED_FIFO for the calling thread; returns the old policy, or None if refused."""
-    try:
-        old = (os.sched_getscheduler(0), os.sched_getparam(0))
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (OSError, AttributeError):
-        return None
-    return old
+@dataclass(frozen=True)
+class BurstSummary:
+    """Per-burst spread, lateness and arrival spread over many bursts (µs)."""
+
+    bursts: int
+    streams: int  # shots over all bursts
+    spread: Percentiles
+    lateness: Percentiles
+    arrival_spread: Percentiles | None
+    errors: int = 0
+    lost: int = 0
+
+    def row(self) -> dict[str, float]:
+        """Flat numbers for a table or JSON."""
+        out = {"bursts": float(self.bursts), "streams": float(self.streams),
+               "errors": float(self.errors), "lost": float(self.lost)}
+        parts = {"spread": self.spread, "lateness": self.lateness,
+                 "arrival_spread": self.arrival_spread}
+        for name, p in parts.items():
+            for stat in ("p50", "p99", "max"):
+                out[f"{name}_{stat}_us"] = getattr(p, stat) if p is not None else math.nan
+        return out
 
 
-def lower_timer_slack() -> None:
-    """Ordinary threads may wake up to 50 µs late by default (timer slack); ask for 1 ns."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: keep the default slack
-
-
-def restore_scheduler(old: tuple[int, os.sched_param] | None) -> None:
-    if old is not None:
-        try:
-            os.sched_setscheduler(0, old[0], old[1])
-        except OSError:
-            pass  # the thread keeps running either way; only its priority stays raised
-
-
-@dataclass
-class _Burst:
-    deadline: float
-    actions: Sequence[Callable[[], None]]
-    fire_times: list[float]
-    go: threading.Event = field(default_factory=threading.Event)
-    done: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
-    errors: list[tuple[int, BaseException]] = field(default_factory=list)
-
-
-class BurstTimer:
-    """W workers wait for one monotonic deadline and fire together."""
-
-    def __init__(self, workers: int, wake: str = "sleep", realtime: bool = True) -> None:
-        if not 1 <= workers <= 1024:
-            raise ValueError(f"burst workers must be 1..1024, got {workers}")
-        if wake not in WAKE_MODES:
-            raise ValueError(f"unknown burst wake mode {wake!r} (allowed: {', '.join(WAKE_MODES)})")
-        self.workers = workers
-        self.wake = wake
-        self.realtime = realtime
-        self.action_timeout = ACTION_TIMEOUT_S
-        self.realtime_workers = 0
-        self._count_lock = threading.Lock()
-        # fire() queues a burst and close() queues the stop marker under this lock, so a
-        # burst is either refused or queued ahead of the marker, never stranded behind it.
-        self._queue_lock = threading.Lock()
-        self._closed = False
-        self._inboxes: list[queue.SimpleQueue[_Burst | None]] = [
-            queue.SimpleQueue() for _ in range(workers)
-        ]
-        self._threads = [
-            threading.Thread(target=self._work, args=(i,), name=f"rig-burst-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def fire(
-        self, index: int, deadline: float, actions: Sequence[Callable[[], None]]
-    ) -> BurstResult:
-        """Run actions[i] on worker i at the deadline; blocks until every worker is done."""
-        if len(actions) != self.workers:
-            raise ValueError(f"burst {index}: {len(actions)} actions for {self.workers} workers")
-        burst = _Burst(deadline, actions, [0.0] * self.workers)
-        with self._queue_lock:
-            if self._closed:
-                raise BurstError("burst timer is closed")
-            for inbox in self._inboxes:
-                inbox.put(burst)
-        if self.wake == "event":
-            self._release_at_deadline(burst)
-        self._wait_done(index, burst)
-        return BurstResult(index, deadline, tuple(burst.fire_times))
-
-    def _release_at_deadline(self, burst: _Burst) -> None:
-        old = try_realtime() if self.realtime else None
-        try:
-            sleep_until(burst.deadline - SPIN_S)
-            while time.monotonic() < burst.deadline:
-                pass
-            burst.go.set()
-        finally:
-            restore_scheduler(old)
-
-    def _wait_done(self, index: int, burst: _Burst) -> None:
-        give_up = max(time.monotonic(), burst.deadline) + self.action_timeout
-        for _ in range(self.workers):
-            if not burst.done.acquire(timeout=max(0.0, give_up - time.monotonic())):
-                raise BurstError(f"burst {index}: workers still busy after "
-                                 f"{self.action_timeout:g} s")
-        if burst.errors:
-            worker, exc = burst.errors[0]
-            raise BurstError(f"burst {index}: action of worker {worker} failed: {exc!r}") from exc
-
-    def _work(self, i: int) -> None:
-        if self.realtime and try_realtime() is not None:
-            with self._count_lock:
-                self.realtime_workers += 1
-        else:
-            lower_timer_slack()
-        inbox = self._inboxes[i]
-        while (burst := inbox.get()) is not None:
-            if self.wake == "event":
-                burst.go.wait()
-            else:
-                sleep_until(burst.deadline)
-            burst.fire_times[i] = time.monotonic()
-            try:
-                burst.actions[i]()
-            except BaseException as exc:  # reported by fire(), never lost in a thread
-                burst.errors.append((i, exc))
-            finally:
-                burst.done.release()
-
-    def close(self) -> None:
-        with self._queue_lock:
-            if self._closed:
-                return
-            self._closed = True
-            for inbox in self._inboxes:
-                inbox.put(None)
-        for thread in self._threads:
-            thread.join(5)
-        self._threads = []
-
-    def __enter__(self) -> BurstTimer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def sleep_until(deadline: float) -> None:
-    """Sleep until the monotonic deadline; never returns before it."""
-    while (remaining := deadline - time.monotonic()) > 0:
-        time.sleep(remaining)
+def summarize(results: Sequence[BurstResult]) -> BurstSummary:
+    """Percentiles over bursts of each burst's spread, lateness and arrival spread."""
+    arrivals = [s for r in results if (s := r.arrival_spread_us) is not None]
+    return BurstSummary(
+        bursts=len(results),
+        streams=sum(r.streams for r in results),
+        spread=Percentiles.of([r.spread_us for r in results]),
+        lateness=Percentiles.of([r.lateness_us for r in results]),
+        arrival_spread=Percentiles.of(arrivals) if arrivals else None,
+        errors=sum(r.errors for r in results),
+        lost=sum(r.lost for r in results),
+    )

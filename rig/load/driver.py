@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,9 @@ from rig.load.sdp import build_sdp, media_address
 from rig.load.sip import OUTCOMES
 
 if TYPE_CHECKING:  # media, NG and burst code loads only when a run needs it
+    from rig.load.burstio import TimestampSink
     from rig.load.bursts import BurstResult
+    from rig.load.burstsender import BurstSender
     from rig.load.mediacontrol import MediaControl
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
@@ -37,7 +39,8 @@ PACE_TICK = 0.002  # the pacer wakes at most this often; calls due meanwhile sta
 MAX_CATCH_UP = 0.05  # after waiting at the concurrency cap, do not burst out missed calls
 UAS_SETTLE = 1.0  # seconds the UAS may take to see the last ACKs after the UAC is done
 ENDED_REMEMBERED = 100_000  # call-ids of ended calls kept for the orphan-session probe
-FIRE_MARGIN = 0.02  # seconds the burst workers get between the hand-over and the deadline
+FIRE_MARGIN = 0.02  # seconds the burst senders get between the hand-over and the deadline
+SINK_WAIT_S = 0.5  # how long a burst's packets may take to reach the debug sink
 
 
 class UnsafeTarget(UnsafeTargetError, ValueError):
@@ -62,12 +65,19 @@ class CallPlan:
 
 @dataclass(frozen=True)
 class BurstPlan:
+    """When bursts fire and how wide they are: `workers` x `streams_per_worker` calls, each
+    starting both legs' streams with one first packet (streams, not threads)."""
+
     first_at: float
     every: float
     count: int | None
     workers: int
     streams_per_worker: int
     hold: float
+    lanes: int = 1  # interleave the first packets over this many groups of target ports
+    processes: int = 1  # sender processes firing their shares at the same instant
+    jitter: float = 0.0  # seconds: each packet leaves up to this long after the deadline
+    sink: bool = False  # debug: first packets go to a timestamping rig sink, not the SUT
 
 
 @dataclass(frozen=True)
@@ -165,11 +175,10 @@ class _Counts:
 class _Burst:
     """The calls set up for one burst; each waits on `fired` before its hold."""
 
-    ports: list[list[int]]  # per worker: local RTP ports to start
+    ports: list[int]  # local RTP ports whose streams the burst starts
     fired: asyncio.Future[None]
     all_ready: asyncio.Event
     slots: int
-    taken: int = 0
     ready: int = 0
 
     def one_ready(self) -> None:
@@ -254,7 +263,7 @@ class LoadDriver:
         async with AsyncExitStack() as stack:
             media = self._media if self._media is not None else await self._open_media(stack)
             self._engine = self._open_engine(stack)
-            timer = self._open_burst_timer(stack)
+            sender, sink = self._open_burst_sender(stack)
             uas = Uas((self.targets.host, self.targets.uas_port), self.timers,
                       on_offer=self._uas_offer, on_end=self._uas_end)
             if self.own_uas:
@@ -271,8 +280,8 @@ class LoadDriver:
             until = started + duration
             results: list[Any] = []
             jobs = [self._pace(media, started, until)]
-            if self.bursts is not None and timer is not None:
-                jobs.append(self._run_bursts(media, timer, until, results))
+            if self.bursts is not None and sender is not None:
+                jobs.append(self._run_bursts(media, sender, sink, until, results))
             try:
                 await asyncio.gather(*jobs)
                 load_seconds = loop.time() - started
@@ -318,14 +327,21 @@ class LoadDriver:
         stack.callback(engine.stop)
         return engine
 
-    def _open_burst_timer(self, stack: AsyncExitStack) -> Any:
+    def _open_burst_sender(
+        self, stack: AsyncExitStack
+    ) -> tuple[BurstSender | None, TimestampSink | None]:
         if self.bursts is None:
-            return None
-        from rig.load.bursts import BurstTimer
+            return None, None
+        from rig.load.burstio import TimestampSink
+        from rig.load.burstsender import BurstSender
 
-        timer = BurstTimer(self.bursts.workers)
-        stack.callback(timer.close)
-        return timer
+        sender = BurstSender(self.bursts.processes)
+        stack.callback(sender.close)
+        if not self.bursts.sink:
+            return sender, None
+        sink = TimestampSink(self.targets.host)
+        stack.callback(sink.close)
+        return sender, sink
 
     async def _wind_down(self, uac: Uac, uas: Uas) -> None:
         """Hang up everything still up; give calls one transaction timeout to end."""
@@ -475,8 +491,7 @@ class LoadDriver:
         if burst is None:
             engine.start_streams(local)
             return
-        burst.ports[burst.taken % len(burst.ports)].extend(local)
-        burst.taken += 1
+        burst.ports.extend(local)
         burst.one_ready()
         await asyncio.shield(burst.fired)
 
@@ -524,7 +539,8 @@ class LoadDriver:
 
     # ---- bursts ----------------------------------------------------------------------
 
-    async def _run_bursts(self, media: Any, timer: Any, until: float, out: list[Any]) -> None:
+    async def _run_bursts(self, media: Any, sender: BurstSender, sink: TimestampSink | None,
+                          until: float, out: list[Any]) -> None:
         plan = self.bursts
         assert plan is not None
         loop = asyncio.get_running_loop()
@@ -535,47 +551,68 @@ class LoadDriver:
             if at >= until:
                 return
             try:
-                result = await self._burst(media, timer, index, at)
+                result = await self._burst(media, sender, sink, index, at)
             except Exception as exc:  # a burst that could not fire is reported, not fatal
                 self.on_event("burst_error", {"index": index, "error": str(exc)})
                 index += 1
                 continue
             out.append(result)
-            self.on_event("burst", {
-                "index": index, "workers": plan.workers,
-                "spread_p50_us": result.spread_p50_us, "spread_p99_us": result.spread_p99_us,
-                "spread_max_us": result.spread_max_us,
-            })
+            self.on_event("burst", {**result.event(), "workers": plan.workers})
             index += 1
             if plan.every <= 0:
                 return
 
-    async def _burst(self, media: Any, timer: Any, index: int, at: float) -> Any:
-        """Set up the burst's calls ahead of `at`, then fire all streams together at `at`."""
+    async def _burst(self, media: Any, sender: BurstSender, sink: TimestampSink | None,
+                     index: int, at: float) -> BurstResult:
+        """Set up the burst's calls ahead of `at`, then fire all first packets at `at`."""
         plan = self.bursts
         assert plan is not None
         loop = asyncio.get_running_loop()
         slots = plan.workers * plan.streams_per_worker
         lead = min(max(0.5, slots * 0.004), max(plan.every * 0.8, 0.5))
         await asyncio.sleep(max(0.0, at - lead - loop.time()))
-        burst = _Burst([[] for _ in range(plan.workers)], loop.create_future(), asyncio.Event(),
-                       slots)
+        burst = _Burst([], loop.create_future(), asyncio.Event(), slots)
         spec = CallSpec(outcome="answered", hold=plan.hold)
         for _ in range(slots):
             self._start_call(media, spec, burst)
         await _wait_event(burst.all_ready, at - FIRE_MARGIN - loop.time())
-        # loop.time() is time.monotonic(), the clock BurstTimer deadlines are on
-        deadline = time.monotonic() + max(FIRE_MARGIN, at - loop.time())
-        actions = [self._starter(ports) for ports in burst.ports]
+        ports = list(burst.ports)
         try:
-            return await loop.run_in_executor(None, timer.fire, index, deadline, actions)
+            return await loop.run_in_executor(None, self._fire, sender, sink, index,
+                                              max(at, loop.time() + FIRE_MARGIN), ports)
         finally:
             burst.fired.set_result(None)
 
-    def _starter(self, ports: Sequence[int]) -> Callable[[], None]:
-        engine = self._engine
-        snapshot = list(ports)
-        return lambda: engine.start_streams(snapshot)
+    def _fire(self, sender: BurstSender, sink: TimestampSink | None, index: int,
+              at: float, ports: list[int]) -> BurstResult:
+        """Build the first packets, fire them at `at` (monotonic, the clock of loop.time()),
+        then let the engine pace the streams; on the sender's thread, off the loop."""
+        from dataclasses import replace
+
+        from rig.clock import SystemClock
+        from rig.load.bursts import Deadline, plan_burst
+        from rig.load.burstsender import Packet
+
+        plan = self.bursts
+        assert plan is not None
+        built = self._engine.first_packets(ports)
+        ready = [port for port, _, _, _ in built]
+        targets = [target if sink is None else sink.address for _, _, _, target in built]
+        shots = plan_burst(index, Deadline.at(at, SystemClock()), targets, lanes=plan.lanes,
+                           processes=plan.processes, jitter=plan.jitter,
+                           rng=random.Random(self._seed * 100_003 + index))
+        result: BurstResult | None = None
+        try:
+            result = sender.fire(shots, [Packet(sock, data) for _, sock, data, _ in built])
+        finally:
+            refused = ready if result is None else [
+                ready[shot.stream] for shot, t in zip(shots.shots, result.send_times, strict=True)
+                if math.isnan(t)]
+            self._engine.run_streams(ready, time.monotonic(), refused)
+        if sink is not None:
+            arrivals = [a.t for a in sink.collect(len(ready), SINK_WAIT_S)]
+            result = replace(result, arrivals=tuple(arrivals), lost=len(ready) - len(arrivals))
+        return result
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -6,8 +6,9 @@ go out in one batch, and ticks follow absolute deadlines (start + n * slot), so 
 does not drift however late a tick runs. One receiver thread waits on epoll over every
 socket and keeps RFC 3550 statistics per endpoint.
 
-start_streams() sends each stream's first packet from the calling thread, which is what
-makes synchronised bursts possible: BurstTimer workers call it at the same instant.
+start_streams() sends each stream's first packet from the calling thread. For a burst,
+first_packets() builds them instead and a burst sender process (rig/load/burstsender.py)
+sends them from the streams' own sockets at the deadline; run_streams() then paces the rest.
 """
 
 from __future__ import annotations
@@ -246,6 +247,46 @@ class MediaEngine:
                 self._wheel.add(endpoint, first_tick)
         self._wake.set()
 
+    def first_packets(
+        self, local_ports: Sequence[int]
+    ) -> list[tuple[int, socket.socket, bytes, tuple[str, int]]]:
+        """(port, socket, first packet with the marker set, target) of each stream that is
+        prepared and not running (a call may have ended meanwhile), for a burst sender.
+
+        The streams move on as if the packets were sent; run_streams() starts their pacing
+        once the sender is done, so the engine never sends ahead of the first packet.
+        """
+        out = []
+        with self._lock:
+            for port in local_ports:
+                endpoint = self._endpoints.get(port)
+                stream = endpoint.stream if endpoint is not None else None
+                if endpoint is None or stream is None or stream.running:
+                    continue
+                self._stamp(stream, marker=True)
+                out.append((port, endpoint.sock, bytes(stream.packet), stream.remote))
+        return out
+
+    def run_streams(self, local_ports: Sequence[int], sent_at: float,
+                    refused: Sequence[int] = ()) -> None:
+        """Pace the streams whose first packets a burst sender sent at `sent_at` (monotonic);
+        ports in `refused` had theirs dropped by the kernel."""
+        first_tick = tick_at_or_after(sent_at, self._t0, self._slot_s) + self._slots_per_turn
+        dropped = set(refused)
+        with self._tx_lock, self._lock:
+            for port in local_ports:
+                endpoint = self._endpoints.get(port)
+                stream = endpoint.stream if endpoint is not None else None
+                if endpoint is None or stream is None or stream.running:
+                    continue  # closed meanwhile, or started by another thread
+                if port in dropped:
+                    self.send_errors += 1
+                else:
+                    endpoint.sent += 1
+                stream.running = True
+                self._wheel.add(endpoint, first_tick)
+        self._wake.set()
+
     def _prepared(self, port: int) -> _Endpoint:
         endpoint = self._endpoint(port)
         if endpoint.stream is None:
@@ -311,21 +352,25 @@ class MediaEngine:
 
     # --- sending ------------------------------------------------------------------------
 
-    def _send(self, endpoint: _Endpoint, marker: bool = False) -> None:
-        stream = endpoint.stream
-        assert stream is not None
+    def _stamp(self, stream: _Stream, marker: bool = False) -> None:
+        """Write the next header into the stream's packet and move the stream on."""
         second = self.payload_type | (0x80 if marker else 0)
         # the header is rewritten in place: no new packet object per send
         HEADER.pack_into(stream.packet, 0, 0x80, second, stream.sequence, stream.timestamp,
                          stream.ssrc)
+        stream.sequence = (stream.sequence + 1) & 0xFFFF
+        stream.timestamp = (stream.timestamp + self._step) & 0xFFFFFFFF
+
+    def _send(self, endpoint: _Endpoint, marker: bool = False) -> None:
+        stream = endpoint.stream
+        assert stream is not None
+        self._stamp(stream, marker)
         try:
             endpoint.sock.sendto(stream.packet, stream.remote)
         except OSError:
             self.send_errors += 1  # a full socket buffer drops the packet, as a network would
         else:
             endpoint.sent += 1
-        stream.sequence = (stream.sequence + 1) & 0xFFFF
-        stream.timestamp = (stream.timestamp + self._step) & 0xFFFFFFFF
 
     def _send_loop(self) -> None:
         tick = 0

@@ -1,212 +1,313 @@
+"""The burst plan, interleaving and statistics on plain values; the send loop on a fake
+clock; and the sender processes on loopback (a timestamping sink, streams from MediaEngine)."""
+
+import math
+import random
 import socket
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
+from rig.clock import FakeClock, SystemClock
+from rig.load.burstio import Mmsg, TimestampSink
 from rig.load.bursts import (
-    BurstError,
     BurstResult,
-    BurstTimer,
+    Deadline,
+    interleave,
+    jitter_offsets,
     percentile,
-    spread_summary,
+    plan_burst,
+    summarize,
 )
+from rig.load.burstsender import BurstError, BurstSender, Packet, send_all, sleep_until
 from rig.load.media import MediaEngine
-from rig.load.rtp import RtpPacket, parse_rtp
+from rig.load.rtp import parse_rtp
 from rig.topology.loopback import block_host
 
-pytestmark = pytest.mark.timing  # burst timers: lateness and skew need idle cores
-
 HOST = block_host("78.1")  # this process's own block: no clash with parallel tests
+T = ("127.0.0.1", 0)
 
 
-@pytest.fixture(params=["sleep", "event"])
-def timer(request: pytest.FixtureRequest) -> Iterator[BurstTimer]:
-    with BurstTimer(8, wake=request.param) as t:
-        yield t
+def at(port: int) -> tuple[str, int]:
+    return ("127.0.0.1", port)
 
 
-def first_packets(sink: socket.socket, count: int) -> list[RtpPacket]:
-    """The marked first packets of `count` streams, read among at most 50 packets each."""
-    marked: list[RtpPacket] = []
-    for _ in range(50 * count):
-        packet = parse_rtp(sink.recv(2048))
-        if packet.marker:
-            marked.append(packet)
-            if len(marked) == count:
-                break
-    return marked
+# ---- the plan -------------------------------------------------------------------------
 
 
-def soon(seconds: float = 0.01) -> float:
-    return time.monotonic() + seconds
+def test_deadline_carries_the_same_instant_on_both_clocks() -> None:
+    clock = FakeClock(start=100.0, wall_offset=1_000.0)
+    d = Deadline.at(100.25, clock)
+    assert d == Deadline(100.25, 1_100.25)
 
 
-def test_every_worker_fires_once_per_burst_on_its_own_thread(timer: BurstTimer) -> None:
-    fired: Counter[int] = Counter()
-    threads: set[int] = set()
-    lock = threading.Lock()
+def test_interleave_deals_round_robin_over_port_lanes() -> None:
+    # relay ports 30000.. step 2: port/2 mod 4 -> lanes 0,1,2,3,0,1,...
+    targets = [at(p) for p in (30010, 30000, 30002, 30008, 30004, 30006, 30012, 30014)]
+    order = interleave(targets, lanes=4)
+    ports = [targets[i][1] for i in order]
+    assert ports == [30000, 30002, 30004, 30006, 30008, 30010, 30012, 30014]
+    lanes = [(p // 2) % 4 for p in ports]
+    assert all(a != b for a, b in zip(lanes, lanes[1:], strict=False))
+    assert sorted(order) == list(range(8))
 
-    def action(i: int) -> Callable[[], None]:
-        def run() -> None:
-            with lock:
-                fired[i] += 1
-                threads.add(threading.get_ident())
+
+def test_interleave_with_uneven_lanes_keeps_every_stream_once() -> None:
+    targets = [at(p) for p in (40000, 40008, 40016, 40002)]  # lanes 0, 0, 0, 1
+    order = interleave(targets, lanes=4)
+    assert [targets[i][1] for i in order] == [40000, 40002, 40008, 40016]
+    assert interleave(targets, lanes=1) == [0, 1, 2, 3]  # one lane: the caller's order
+    assert interleave([], lanes=3) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        interleave(targets, lanes=0)
+
+
+def test_plan_deals_shares_in_turn_and_keeps_every_stream() -> None:
+    targets = [at(30000 + 2 * i) for i in range(6)]
+    plan = plan_burst(7, Deadline(5.0, 50.0), targets, lanes=2, processes=2)
+    assert plan.index == 7
+    assert sorted(s.stream for s in plan.shots) == list(range(6))
+    assert [s.process for s in plan.shots] == [0, 1, 0, 1, 0, 1]
+    assert [s.target for s in plan.shots] == [targets[s.stream] for s in plan.shots]
+    assert len(plan.share(0)) == len(plan.share(1)) == 3
+    assert all(s.offset == 0.0 for s in plan.shots)
+
+
+def test_jittered_plan_is_sorted_by_instant_and_within_the_bound() -> None:
+    targets = [at(30000 + 2 * i) for i in range(50)]
+    plan = plan_burst(0, Deadline(1.0, 1.0), targets, jitter=0.001, rng=random.Random(3))
+    offsets = [s.offset for s in plan.shots]
+    assert offsets == sorted(offsets)
+    assert 0.0 <= offsets[0] and offsets[-1] <= 0.001
+    assert len(set(offsets)) == 50
+    same = plan_burst(0, Deadline(1.0, 1.0), targets, jitter=0.001, rng=random.Random(3))
+    assert same == plan
+
+
+def test_jitter_and_processes_are_checked() -> None:
+    assert jitter_offsets(3, 0.0, random.Random(0)) == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="negative"):
+        jitter_offsets(3, -1e-6, random.Random(0))
+    with pytest.raises(ValueError, match="processes"):
+        plan_burst(0, Deadline(0, 0), [T], processes=0)
+
+
+# ---- statistics -----------------------------------------------------------------------
+
+
+def test_spread_and_lateness_of_one_burst() -> None:
+    r = BurstResult(2, Deadline(10.0, 100.0), (10.000005, 10.000105, 10.000055),
+                    arrivals=(100.000020, 100.000200))
+    assert r.streams == 3
+    assert r.spread_us == pytest.approx(100.0)
+    assert r.lateness_us == pytest.approx(5.0)
+    assert r.arrival_spread_us == pytest.approx(180.0)
+    assert r.arrival_lateness_us == pytest.approx(20.0)
+    assert r.event()["spread_us"] == 100.0 and r.event()["lateness_us"] == 5.0
+
+
+def test_refused_packets_are_left_out_of_spread_and_unmeasured_arrivals_are_none() -> None:
+    r = BurstResult(0, Deadline(1.0, 1.0), (1.00001, math.nan, 1.00003), errors=1)
+    assert r.spread_us == pytest.approx(20.0)
+    assert r.arrival_spread_us is None and r.arrival_lateness_us is None
+    assert r.event()["arrival_spread_us"] is None and r.event()["send_errors"] == 1
+    assert math.isnan(BurstResult(0, Deadline(1, 1), (math.nan,)).lateness_us)
+
+
+def test_summary_takes_percentiles_over_bursts() -> None:
+    results = [BurstResult(i, Deadline(float(i), float(i)),
+                           (i + 1e-6 * i, i + 1e-6 * i + 1e-6 * (10 + i)))
+               for i in range(11)]
+    s = summarize(results)
+    assert s.bursts == 11 and s.streams == 22
+    assert s.spread.p50 == pytest.approx(15.0)
+    assert s.spread.max == pytest.approx(20.0)
+    assert s.lateness.p50 == pytest.approx(5.0)
+    assert s.arrival_spread is None
+    assert math.isnan(s.row()["arrival_spread_p99_us"])
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 99) == pytest.approx(4.96)
+    assert math.isnan(percentile([], 99))
+
+
+# ---- the send loop on a fake clock ------------------------------------------------------
+
+
+class Wire:
+    """Fake sends that note (clock, packet, target) and take `cost` of fake time each."""
+
+    def __init__(self, clock: FakeClock, cost: float = 2e-6, refuse: int = -1) -> None:
+        self.clock, self.cost, self.refuse = clock, cost, refuse
+        self.log: list[tuple[float, bytes, tuple[str, int]]] = []
+
+    def send(self, i: int) -> Callable[[bytes, tuple[str, int]], None]:
+        def run(packet: bytes, target: tuple[str, int]) -> None:
+            self.clock.advance(self.cost)
+            if i == self.refuse:
+                raise BlockingIOError("full")
+            self.log.append((self.clock.now, packet, target))
         return run
 
-    for index in range(5):
-        result = timer.fire(index, soon(), [action(i) for i in range(8)])
-        assert result.index == index
-        assert len(result.fire_times) == 8
-    assert fired == Counter({i: 5 for i in range(8)})
-    assert len(threads) == 8
-    assert threading.get_ident() not in threads
+
+class SpinClock(FakeClock):
+    """A fake clock that also moves by a tick at every reading, so spins end."""
+
+    def monotonic(self) -> float:
+        self.now += 1e-7
+        return self.now
 
 
-def test_fire_times_are_at_or_after_the_deadline_and_before_the_action(
-    timer: BurstTimer,
-) -> None:
-    seen = [0.0] * 8
+def test_send_loop_sleeps_then_spins_then_sends_every_packet_in_order() -> None:
+    clock = SpinClock(start=0.0)
+    wire = Wire(clock)
+    slept: list[float] = []
 
-    def action(i: int) -> Callable[[], None]:
-        def run() -> None:
-            seen[i] = time.monotonic()
-        return run
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.sleep(seconds)
 
-    deadline = soon(0.02)
-    result = timer.fire(0, deadline, [action(i) for i in range(8)])
-    assert result.deadline == deadline
-    for fired, acted in zip(result.fire_times, seen, strict=True):
-        assert deadline <= fired <= acted
-    assert all(o >= 0 for o in result.offsets_us)
-
-
-def test_a_past_deadline_fires_at_once(timer: BurstTimer) -> None:
-    result = timer.fire(0, time.monotonic() - 1.0, [lambda: None] * 8)
-    assert min(result.offsets_us) >= 1e6
+    packets = [bytes([i]) for i in range(4)]
+    times, errors = send_all([wire.send(i) for i in range(4)], packets, [at(i) for i in range(4)],
+                             [0.0] * 4, 1.0, clock.monotonic, sleep, spin=0.001)
+    assert errors == 0
+    assert slept and slept[0] == pytest.approx(0.999, abs=1e-6)  # slept only to the spin
+    assert all(t >= 1.0 for t in times) and times == sorted(times)
+    assert [p for _, p, _ in wire.log] == packets
+    assert [t for _, _, t in wire.log] == [at(i) for i in range(4)]
 
 
-def test_offsets_and_spread_from_given_fire_times() -> None:
-    result = BurstResult(3, 10.0, (10.0, 10.000010, 10.000020, 10.000100))
-    assert result.offsets_us == pytest.approx((0.0, 10.0, 20.0, 100.0))
-    assert result.spread_p50_us == pytest.approx(15.0)
-    assert result.spread_p99_us == pytest.approx(20.0 + 0.97 * 80.0)
-    assert result.spread_max_us == pytest.approx(100.0)
+def test_jittered_shots_wait_for_their_own_instants() -> None:
+    clock = SpinClock(start=0.0)
+    wire = Wire(clock)
+    offsets = [0.0, 50e-6, 200e-6]
+    times, _ = send_all([wire.send(i) for i in range(3)], [b"a", b"b", b"c"], [T] * 3, offsets,
+                        2.0, clock.monotonic, clock.sleep)
+    for t, offset in zip(times, offsets, strict=True):
+        assert 2.0 + offset <= t < 2.0 + offset + 1e-5
 
 
-def test_spread_summary_pools_every_worker_of_every_burst() -> None:
-    a = BurstResult(0, 1.0, (1.0, 1.000001))
-    b = BurstResult(1, 2.0, (2.000003, 2.000002))
-    summary = spread_summary([a, b])
-    assert summary["bursts"] == 2
-    assert summary["spread_p50_us"] == pytest.approx(1.5, abs=1e-6)
-    assert summary["spread_max_us"] == pytest.approx(3.0, abs=1e-6)
-    assert summary["skew_max_us"] == pytest.approx(1.0, abs=1e-6)  # b: 2.000003 - 2.000002
-    assert set(spread_summary([]).values()) == {0.0}
+def test_a_past_deadline_fires_at_once_and_is_recorded_late() -> None:
+    clock = SpinClock(start=10.0)
+    wire = Wire(clock)
+    times, _ = send_all([wire.send(0)], [b"x"], [T], [0.0], 9.0, clock.monotonic, clock.sleep)
+    assert len(wire.log) == 1
+    assert times[0] - 9.0 == pytest.approx(1.0, abs=1e-5)
+    sleep_until(5.0, clock.monotonic, lambda s: pytest.fail("slept for a past deadline"))
 
 
-def test_skew_leaves_out_the_lateness_every_worker_shares() -> None:
-    late = BurstResult(0, 5.0, (5.000150, 5.000160, 5.000150))
-    assert late.offsets_us == pytest.approx((150.0, 160.0, 150.0))
-    assert late.skew_us == pytest.approx((0.0, 10.0, 0.0))
+def test_a_refused_packet_is_counted_and_the_rest_still_go() -> None:
+    clock = SpinClock(start=0.0)
+    wire = Wire(clock, refuse=1)
+    times, errors = send_all([wire.send(i) for i in range(3)], [b"a", b"b", b"c"], [T] * 3,
+                             [0.0] * 3, 0.0, clock.monotonic, clock.sleep)
+    assert errors == 1 and math.isnan(times[1])
+    assert [p for _, p, _ in wire.log] == [b"a", b"c"]
 
 
-def test_percentile_interpolates() -> None:
-    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
-    assert percentile([], 99) == 0.0
+# ---- on loopback: sender processes and a timestamping sink -------------------------------
 
 
-def test_a_failing_action_raises_after_all_workers_ran(timer: BurstTimer) -> None:
-    ran: list[int] = []
-
-    def fine(i: int) -> Callable[[], None]:
-        return lambda: ran.append(i)
-
-    def broken() -> None:
-        raise RuntimeError("no port")
-
-    actions = [fine(i) for i in range(7)] + [broken]
-    with pytest.raises(BurstError, match="burst 4: action of worker 7 failed.*no port"):
-        timer.fire(4, soon(), actions)
-    assert sorted(ran) == list(range(7))
-    assert len(timer.fire(5, soon(), [lambda: None] * 8).fire_times) == 8
+def bound_sockets(count: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((HOST, 0))
+        socks.append(sock)
+    return socks
 
 
-def test_a_stuck_action_times_out(timer: BurstTimer) -> None:
-    release = threading.Event()
-    timer.action_timeout = 0.05
+@pytest.mark.e2e
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_burst_of_32_streams_reaches_the_sink_complete(processes: int) -> None:
+    socks = bound_sockets(32)
     try:
-        with pytest.raises(BurstError, match="still busy"):
-            timer.fire(0, soon(), [lambda: None] * 7 + [lambda: release.wait(5) and None])
+        with TimestampSink(HOST) as sink, BurstSender(processes) as sender:
+            packets = [Packet(s, i.to_bytes(2, "big") * 20) for i, s in enumerate(socks)]
+            deadline = Deadline.at(time.monotonic() + 0.05, SystemClock())
+            plan = plan_burst(0, deadline, [sink.address] * 32, processes=processes)
+            result = sender.fire(plan, packets)
+            arrivals = sink.collect(40, 1.0)
     finally:
-        release.set()
+        for sock in socks:
+            sock.close()
+    assert len(arrivals) == 32  # nothing lost, nothing extra
+    assert sorted(a.data for a in arrivals) == sorted(p.data for p in packets)
+    sources = {int.from_bytes(a.data[:2], "big") for a in arrivals}
+    assert sources == set(range(32))
+    assert result.errors == 0 and result.processes == processes
+    assert all(t >= deadline.monotonic for t in result.send_times)
+    spread = (max(a.t for a in arrivals) - min(a.t for a in arrivals)) * 1e6
+    assert 0 < spread < 1e6  # kernel times, within the same second
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [({"workers": 0}, "1..1024"), ({"workers": 2, "wake": "spin"}, "allowed: sleep, event")],
-)
-def test_bad_settings_are_rejected(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        BurstTimer(**kwargs)
+@pytest.mark.e2e
+def test_a_past_deadline_fires_at_once_from_the_sender_process() -> None:
+    socks = bound_sockets(4)
+    try:
+        with TimestampSink(HOST) as sink, BurstSender(1) as sender:
+            deadline = Deadline.at(time.monotonic() - 0.5, SystemClock())
+            plan = plan_burst(3, deadline, [sink.address] * 4)
+            result = sender.fire(plan, [Packet(s, b"late") for s in socks])
+            arrivals = sink.collect(4, 1.0)
+    finally:
+        for sock in socks:
+            sock.close()
+    assert len(arrivals) == 4
+    assert result.lateness_us >= 0.5e6
+    assert result.event()["lateness_us"] >= 0.5e6
 
 
-def test_action_count_must_match_workers(timer: BurstTimer) -> None:
-    with pytest.raises(ValueError, match="3 actions for 8 workers"):
-        timer.fire(0, soon(), [lambda: None] * 3)
+@pytest.mark.e2e
+def test_each_streams_first_packet_comes_first_from_the_media_engine() -> None:
+    """The production path: MediaEngine builds first packets, the sender fires them from the
+    streams' own ports, the engine paces the rest after them."""
+    with TimestampSink(HOST) as sink, MediaEngine(HOST, (46000, 46999)) as media, \
+            BurstSender(1) as sender:
+        ports = [media.open_endpoint() for _ in range(32)]
+        for port in ports:
+            media.prepare_stream(port, sink.address)
+        built = media.first_packets(ports)
+        plan = plan_burst(0, Deadline.at(time.monotonic() + 0.02, SystemClock()),
+                          [target for _, _, _, target in built])
+        result = sender.fire(plan, [Packet(sock, data) for _, sock, data, _ in built])
+        media.run_streams(ports, time.monotonic())
+        arrivals = sink.collect(32 * 4, 1.0)
+        assert media.running_streams == 32
+        assert media.totals()["rtp_sent"] >= 32
+    assert result.errors == 0
+    first_seen: dict[int, int] = {}
+    for arrival in arrivals:
+        packet = parse_rtp(arrival.data)
+        if packet.ssrc not in first_seen:
+            assert packet.marker, "a stream's first packet to arrive is its marked first packet"
+            first_seen[packet.ssrc] = packet.sequence
+    assert len(first_seen) == 32
+    assert all(parse_rtp(a.data).marker for a in arrivals[:32])
 
 
-def test_closed_timer_refuses_to_fire() -> None:
-    t = BurstTimer(2, realtime=False)
-    t.close()
+def test_floor_is_one_sendmmsg_of_the_whole_burst() -> None:
+    (sock,) = bound_sockets(1)
+    try:
+        with TimestampSink(HOST) as sink:
+            batch = Mmsg(sock, [bytes([i]) * 8 for i in range(16)], [sink.address] * 16)
+            assert batch.send() == 16
+            arrivals = sink.collect(16, 1.0)
+            with pytest.raises(ValueError, match="2 packets for 1 destinations"):
+                Mmsg(sock, [b"a", b"b"], [sink.address])
+    finally:
+        sock.close()
+    assert [a.data[0] for a in arrivals] == list(range(16))
+    assert all(math.isfinite(a.t) and abs(a.t - time.time()) < 60 for a in arrivals)
+
+
+def test_closed_sender_refuses_to_fire_and_bad_counts_are_rejected() -> None:
+    sender = BurstSender(1, realtime=False)
+    sender.close()
     with pytest.raises(BurstError, match="closed"):
-        t.fire(0, soon(), [lambda: None] * 2)
-    assert t.realtime_workers == 0
-
-
-def test_close_racing_fire_never_strands_the_burst() -> None:
-    """Ctrl-C closes the timer while a burst may be on its way in from another thread: the
-    burst must either run or be refused, never wait out the action timeout."""
-    stranded = 0
-    for _ in range(200):
-        t = BurstTimer(2, realtime=False)
-        t.action_timeout = 5.0
-        outcome: list[str] = []
-
-        def fire(timer: BurstTimer = t, out: list[str] = outcome) -> None:
-            try:
-                timer.fire(0, time.monotonic(), [lambda: None] * 2)
-                out.append("fired")
-            except BurstError as exc:
-                out.append(str(exc))
-
-        thread = threading.Thread(target=fire)
-        thread.start()
-        t.close()
-        thread.join(2.0)
-        stranded += thread.is_alive() or "still busy" in "".join(outcome)
-        thread.join()
-    assert stranded == 0
-
-
-def test_actions_start_media_streams_together() -> None:
-    """The production path: each worker starts its streams in the MediaEngine."""
-    workers, per_worker = 4, 3
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
-        sink.bind((HOST, 0))
-        sink.settimeout(2.0)
-        with MediaEngine(HOST, (46000, 46999)) as media, BurstTimer(workers) as timer:
-            groups = []
-            for _ in range(workers):
-                ports = [media.open_endpoint() for _ in range(per_worker)]
-                for port in ports:
-                    media.prepare_stream(port, sink.getsockname())
-                groups.append(ports)
-            actions = [lambda g=g: media.start_streams(g) for g in groups]
-            result = timer.fire(0, soon(0.02), actions)
-            first = first_packets(sink, workers * per_worker)
-            assert media.running_streams == workers * per_worker
-    assert len(result.fire_times) == workers
-    assert len({p.ssrc for p in first}) == workers * per_worker
+        sender.fire(plan_burst(0, Deadline(0, 0), []), [])
+    with pytest.raises(ValueError, match="1..64"):
+        BurstSender(0)

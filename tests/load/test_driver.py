@@ -250,13 +250,26 @@ def test_bursts_fire_prepared_calls_together_and_are_reported() -> None:
     report = run(driver.run(1.3))
     fired = [data for kind, data in recorder.events if kind == "burst"]
     assert [event["index"] for event in fired] == [0, 1]
-    assert all(event["workers"] == 3 for event in fired)
-    assert all(0 <= e["spread_p50_us"] <= e["spread_p99_us"] <= e["spread_max_us"] for e in fired)
-    assert len(report.bursts) == 2 and all(len(b.fire_times) == 3 for b in report.bursts)
+    assert all(event["workers"] == 3 and event["streams"] == 12 for event in fired)
+    assert all(0 <= e["spread_us"] and 0 <= e["lateness_us"] for e in fired)
+    assert all(e["send_errors"] == 0 and e["arrival_spread_us"] is None for e in fired)
+    assert len(report.bursts) == 2 and all(b.streams == 12 for b in report.bursts)
     assert report.calls_attempted == report.calls_completed == 2 * 3 * 2
     # both sides of all 12 calls sent for most of the 0.3 s hold (15 packets at 20 ms)
     assert report.rtp_sent >= 12 * 2 * 10
     assert report.rtp_received >= 0.9 * report.rtp_sent
+
+
+def test_a_burst_in_sink_mode_reports_where_its_packets_landed() -> None:
+    bursts = BurstPlan(first_at=0.2, every=0.5, count=1, workers=4, streams_per_worker=2,
+                       hold=0.2, lanes=2, processes=2, sink=True)
+    recorder = Recorder()
+    driver = LoadDriver(plan(cps=0.0), bursts, targets(), recorder, timers=FAST)
+    report = run(driver.run(0.8))
+    (fired,) = [data for kind, data in recorder.events if kind == "burst"]
+    assert fired["streams"] == 16 and fired["processes"] == 2 and fired["lost"] == 0
+    assert fired["arrival_spread_us"] is not None and fired["arrival_spread_us"] >= 0
+    assert report.calls_completed == 8  # the calls carry on; only the first packets went aside
 
 
 # ---- the embedded default: the rig plays Kamailio's rtpengine module against the relay ---
