@@ -16,7 +16,10 @@ OUT = HERE.parent / "results" / "bench"
 BENCHES = [
     ("SIP calls per second, rig vs SIPp", ["bench_calls.py"]),
     ("RTP packets per second", ["bench_rtp.py"]),
-    ("burst alignment spread", ["bench_bursts.py"]),
+    ("burst alignment where the packets land, old engine vs new vs the floor",
+     ["bench_bursts.py"]),
+    ("pin race against burst width and jitter", ["bench_race_curve.py", "--runs", "1"]),
+    ("time to reproduce pin-race, old engine vs new", ["bench_reproduce.py", "--runs", "5"]),
     ("pin race: phantom shard rate, stock vs fixes", ["sut_race.py"]),
     ("flaky-aware bisect vs repeat-k and git-bayesect", ["bench_bisect.py"]),
 ]
