@@ -74,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="base image (default rig-base:bookworm; or debian:bookworm-slim)")
 
     from rig.commits.cli import add_parsers
+    from rig.pcap_cli import add_parsers as add_pcap_parser
 
     add_parsers(sub)
+    add_pcap_parser(sub)
     return parser
 
 
@@ -200,9 +202,10 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from rig.commits.cli import COMMANDS as COMMIT_COMMANDS
+    from rig.pcap_cli import COMMANDS as PCAP_COMMANDS
 
     args = build_parser().parse_args(argv)
-    commands = {**COMMANDS, **COMMIT_COMMANDS}
+    commands = {**COMMANDS, **COMMIT_COMMANDS, **PCAP_COMMANDS}
     signal.signal(signal.SIGTERM, _terminate)
     # A shell starts background jobs with SIGINT ignored and Python keeps it so; a run must
     # still stop, and clean up, on `kill -INT`.

@@ -271,7 +271,7 @@ def embedded_plots(folder: Path) -> str:
     return "\n".join(images) or "<p>no plots</p>"
 
 
-def run_section(folder: Path, summary: Mapping[str, Any]) -> str:
+def run_section(folder: Path, summary: Mapping[str, Any], report_dir: Path | None = None) -> str:
     scenario = summary.get("scenario", {})
     sut = summary.get("sut", {})
     patches = ", ".join(sut.get("patches") or []) or "none"
@@ -288,8 +288,11 @@ def run_section(folder: Path, summary: Mapping[str, Any]) -> str:
     for title, key in (("Load", "load"), ("Bursts", "bursts"), ("Timing", "timing")):
         if summary.get(key):
             parts += [f"<h3>{title}</h3>", numbers_table(summary[key])]
+    from rig.pcapcalls import capture_html
+
     parts += ["<h3>Counters</h3>", counters_table(summary), "<h3>Plots</h3>",
-              embedded_plots(folder), "</section>"]
+              embedded_plots(folder), "<h3>Capture</h3>",
+              capture_html(folder, dict(summary), report_dir or folder), "</section>"]
     return "\n".join(parts)
 
 
@@ -326,7 +329,7 @@ def html_report(folders: Sequence[Path], out: Path) -> Path:
     body = [f"<h1>{esc(title)}</h1>"]
     if len(folders) > 1:
         body.append(comparison(folders, summaries))
-    body += [run_section(f, s) for f, s in zip(folders, summaries, strict=True)]
+    body += [run_section(f, s, Path(out).parent) for f, s in zip(folders, summaries, strict=True)]
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n"

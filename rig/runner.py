@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rig.capture import run_filter, start_capture
 from rig.clock import Clock, SystemClock
 from rig.errors import UsageError
 from rig.probes import Probe
@@ -43,7 +44,7 @@ from rig.topology.real import (
     container_specs,
     local_specs,
 )
-from rig.topology.runtime import RunRecord, reserved_host
+from rig.topology.runtime import RunRecord, process_labels, reserved_host
 from rig.topology.source import apply_patches, copy_sources
 
 RIG_ROOT = Path(__file__).resolve().parents[1]
@@ -171,6 +172,11 @@ class Run:
         with ExitStack() as stack:
             stack.callback(record.remove)
             endpoints = Endpoints(host=stack.enter_context(reserved_host(RUN_PORTS)))
+            self.capture = start_capture(
+                self.scenario.capture, folder.path,
+                run_filter(endpoints, self.plan.kamailio.sip_port if self.plan.with_kamailio
+                           else None), record.add_process, process_labels(run_id))
+            stack.callback(self.capture.stop)  # after the stack stops: registered before it
             services = self._start_services(stack, record, folder, endpoints)
             self.started_mono = self.clock.monotonic()
             self.started_wall = self.clock.wall()
@@ -386,6 +392,7 @@ class Run:
             environment=environment(),
             window=window,
         )
+        summary["capture"] = self.capture.summary()
         folder.finish(summary)
         plot_run(folder.path)
         html_report([folder.path], folder.path / "report.html")

@@ -146,6 +146,21 @@ class Probes(Frozen):
     interval: float = Field(default=0.1, ge=0.01, le=60, description="seconds between samples")
 
 
+class Capture(Frozen):
+    """capture.pcap of the run; `capture: off` (YAML false) turns it off."""
+
+    enabled: bool = True
+    max_mb: float = Field(default=50, gt=0, le=100_000,
+                          description="size cap: the first and the last part are kept")
+
+    @model_validator(mode="before")
+    @classmethod
+    def on_off(cls, data: Any) -> Any:
+        if isinstance(data, bool) or data in ("off", "on"):
+            return {"enabled": data in (True, "on")}
+        return data
+
+
 class CheckSetBase(Frozen):
     """The checks of a scenario: one optional field per registered check (null = off)."""
 
@@ -201,6 +216,7 @@ class Scenario(Frozen):
     bursts: Bursts | None = None
     probes: Probes = Probes()
     projection: Projection = Projection()
+    capture: Capture = Capture()
     checks: Checks
 
     def to_dict(self) -> dict[str, Any]:
