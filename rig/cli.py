@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from rig.errors import InfraError, RigError
+from rig.options import add_run_options, run_request
 
 EXIT_INTERRUPTED = 130
 
@@ -31,29 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one scenario and write a run folder")
     run.add_argument("scenario", type=Path)
-    run.add_argument("--set", dest="overrides", action="append", default=[],
-                     metavar="KEY=VALUE", help="override a scenario field, e.g. load.cps=50")
-    run.add_argument("--patch", dest="patches", action="append", default=[], type=Path,
-                     metavar="FILE", help="unified diff applied to a copy of the SUT sources")
     run.add_argument("--out", type=Path, help="the run folder (default results/<run-id>)")
-    run.add_argument("--repo", type=Path, help="repository root the service sources come from")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--target", choices=("local", "docker"),
-                     help="services as local processes or containers (default: the scenario's)")
+    add_run_options(run)
 
     matrix = sub.add_parser("matrix", help="run a scenario under every combination of settings")
     matrix.add_argument("scenario", type=Path)
     matrix.add_argument("--axis", dest="axes", action="append", default=[], required=True,
                         metavar="KEY=V1,V2", help="a scenario key and the values to try, e.g. "
                         "services.kamailio.shm_manager=qm,fm,tlsf")
-    matrix.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a field in every cell")
-    matrix.add_argument("--patch", dest="patches", action="append", default=[], type=Path,
-                        metavar="FILE", help="unified diff applied in every cell")
     matrix.add_argument("--out", type=Path, help="the matrix folder (default results/matrix-...)")
-    matrix.add_argument("--repo", type=Path, help="repository root the service sources come from")
-    matrix.add_argument("--target", choices=("local", "docker"))
-    matrix.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_options(matrix)
 
     check = sub.add_parser("check", help="validate a scenario without running it")
     check.add_argument("scenario", type=Path)
@@ -83,19 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rig.console import diagnosis_lines, verdict_table
-    from rig.runner import RunRequest, run_scenario
+    from rig.runner import run_scenario
 
-    outcome = run_scenario(
-        RunRequest(
-            scenario_path=args.scenario,
-            overrides=tuple(args.overrides),
-            patches=tuple(args.patches),
-            out=args.out,
-            repo=args.repo,
-            progress=not args.no_progress and sys.stderr.isatty(),
-            target=args.target,
-        )
-    )
+    outcome = run_scenario(run_request(args, args.scenario, out=args.out))
     print(verdict_table(outcome.summary))
     for line in diagnosis_lines(outcome.summary):
         print(line)
@@ -109,17 +87,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
     from rig.matrix import matrix_table, parse_axis, run_matrix
     from rig.results import new_run_id
-    from rig.runner import RunRequest
 
     axes = [parse_axis(text) for text in args.axes]
-    request = RunRequest(
-        scenario_path=args.scenario,
-        overrides=tuple(args.overrides),
-        patches=tuple(args.patches),
-        repo=args.repo,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        target=args.target,
-    )
+    request = run_request(args, args.scenario)
     out = args.out or Path("results") / new_run_id(f"matrix-{args.scenario.stem}", time.time())
     outcome = run_matrix(
         request, axes, out,
@@ -140,19 +110,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from rig.console import comparison_table
-    from rig.errors import UsageError
-    from rig.report import html_report, plot_run
-    from rig.results import read_summary
+    from rig.report import report_runs
 
-    for folder in args.runs:
-        if not (folder / "summary.json").is_file():
-            raise UsageError(f"not a run folder (no summary.json): {folder}")
-    summaries = [read_summary(folder) for folder in args.runs]
-    for folder in args.runs:
-        plot_run(folder)
-    default = args.runs[0] / "report.html" if len(args.runs) == 1 else Path(
-        "results/compare.html")
-    out = html_report(args.runs, args.out or default)
+    summaries, out = report_runs(args.runs, args.out)
     print(comparison_table([f.name for f in args.runs], summaries))
     print(f"report: {out}")
     return 0
@@ -169,26 +129,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    import time
+    from rig.topology.images import DEFAULT_BASE, build_service_images
 
-    from rig.errors import UsageError
-    from rig.topology.docker import connect
-    from rig.topology.images import DEFAULT_BASE, build_image
+    def show(service: str, tag: str, built: bool, seconds: float) -> None:
+        state = "built" if built else "up to date"
+        print(f"{service:<10} {tag:<32} {state} in {seconds:.1f} s")
 
-    root = Path("containers")
-    if not root.is_dir():
-        raise UsageError("no containers/ folder here: run `rig images` from the rig checkout")
-    available = sorted(p.parent.name for p in root.glob("*/Dockerfile"))
-    unknown = sorted(set(args.services) - set(available))
-    if unknown:
-        raise UsageError(f"no such service: {', '.join(unknown)} "
-                         f"(available: {', '.join(available)})")
-    client = connect()
-    for service in args.services or available:
-        started = time.monotonic()
-        image = build_image(client, service, root / service, args.base or DEFAULT_BASE)
-        state = "built" if image.built else "up to date"
-        print(f"{service:<10} {image.tag:<32} {state} in {time.monotonic() - started:.1f} s")
+    build_service_images(Path("containers"), args.services, args.base or DEFAULT_BASE, show)
     return 0
 
 

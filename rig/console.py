@@ -65,3 +65,31 @@ def diagnosis_lines(summary: Mapping[str, Any]) -> list[str]:
     if projection:
         lines.append(f"time to the ceiling: {projection['text']}")
     return lines
+
+
+class Progress:
+    """A tqdm bar over the planned seconds of the run (hidden when not wanted)."""
+
+    def __init__(self, enabled: bool, total_s: float) -> None:
+        from rig.clock import SystemClock
+
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=round(total_s, 1), unit="s", desc="run", leave=False,
+                            bar_format="{desc} {bar} {n:.0f}/{total:.0f} s {postfix}")
+        self.clock = SystemClock()
+        self.start = self.clock.monotonic()
+
+    def update(self, postfix: str = "") -> None:
+        if self.bar is None:
+            return
+        self.bar.n = min(self.bar.total, round(self.clock.monotonic() - self.start, 1))
+        if postfix:
+            self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rig.errors import UsageError
+from rig.services import matrix_counters
 
-SHM_COUNTER = "kamailio.shm_used"
 AXIS_KEY = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
 MAX_CELLS = 64
 
@@ -44,8 +44,8 @@ class CellResult:
     verdict: str
     cps: float | None
     calls_completed: int | None
-    shm_peak: float | None
-    shm_last: float | None
+    # (counter, peak, last) of every counter a service has `rig matrix` compare
+    counters: tuple[tuple[str, float | None, float | None], ...]
     checks: tuple[tuple[str, bool, Any], ...]  # (check, passed, observed)
 
 
@@ -90,7 +90,7 @@ def safe(value: str) -> str:
 
 def cell_result(cell: Cell, summary: Mapping[str, Any]) -> CellResult:
     """The numbers a matrix compares, from one run's summary.json."""
-    shm = summary.get("counters", {}).get(SHM_COUNTER, {})
+    counters = summary.get("counters", {})
     load = summary.get("load", {})
     return CellResult(
         name=cell.name,
@@ -98,17 +98,19 @@ def cell_result(cell: Cell, summary: Mapping[str, Any]) -> CellResult:
         verdict=str(summary.get("verdict", "error")),
         cps=load.get("cps"),
         calls_completed=load.get("calls_completed"),
-        shm_peak=shm.get("peak"),
-        shm_last=shm.get("last"),
+        counters=tuple((c.counter, counters.get(c.counter, {}).get("peak"),
+                        counters.get(c.counter, {}).get("last")) for c in matrix_counters()),
         checks=tuple((c["name"], bool(c["passed"]), c.get("observed"))
                      for c in summary.get("checks", [])),
     )
 
 
 def matrix_table(results: Sequence[CellResult]) -> str:
-    """One row per cell: throughput, Kamailio shm, then each check's verdict."""
+    """One row per cell: throughput, the services' compared counters (Kamailio's shm),
+    then each check's verdict."""
     from rig.console import table
 
+    compared = matrix_counters()
     names: dict[str, None] = {}
     for result in results:
         for check, _, _ in result.checks:
@@ -117,14 +119,19 @@ def matrix_table(results: Sequence[CellResult]) -> str:
     for r in results:
         verdicts = {check: ("pass" if passed else f"FAIL ({observed})")
                     for check, passed, observed in r.checks}
-        rows.append([r.name, r.verdict.upper(), r.cps, r.calls_completed, kib(r.shm_peak),
-                     kib(r.shm_last), *(verdicts.get(n, "-") for n in names)])
-    headers = ["cell", "verdict", "calls/s", "calls", "shm peak KiB", "shm last KiB", *names]
+        numbers = {counter: (peak, last) for counter, peak, last in r.counters}
+        values = [scaled(value, c.divisor) for c in compared
+                  for value in numbers.get(c.counter, (None, None))]
+        rows.append([r.name, r.verdict.upper(), r.cps, r.calls_completed, *values,
+                     *(verdicts.get(n, "-") for n in names)])
+    columns = [f"{c.label} {which} {c.unit}".rstrip() for c in compared
+               for which in ("peak", "last")]
+    headers = ["cell", "verdict", "calls/s", "calls", *columns, *names]
     return table(headers, rows)
 
 
-def kib(value: float | None) -> str:
-    return "-" if value is None else f"{value / 1024:.0f}"
+def scaled(value: float | None, divisor: float) -> str:
+    return "-" if value is None else f"{value / divisor:.0f}"
 
 
 def all_passed(results: Sequence[CellResult]) -> bool:

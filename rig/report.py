@@ -20,41 +20,22 @@ from typing import Any
 from rig.report_diagnosis import diagnosis_html, plot_make_shard, plot_sites
 from rig.results import checks_side_by_side, read_events, read_series, read_summary
 from rig.series import Event, Series
+from rig.services import ceiling_check, compared_peaks
+from rig.services.relay import SHARD_LINES, phantoms
 
 PLOTS = ("pins.png", "make_shard.png", "sites.png", "load.png")
-SHARD_LINES = (
-    ("relay.shards_active", "active"),
-    ("relay.shards_full", "full"),
-    ("relay.shards_free", "free (recycled)"),
-)
-# Peaks compared side by side when at least one of the runs recorded the counter:
-# (counter, row label, divisor for the unit the label names).
-COMPARED_PEAKS = (
-    ("kmod.pins", "peak kmod.pins", 1),
-    ("media.sessions", "peak media sessions", 1),
-    ("kamailio.shm_used", "peak Kamailio shm used (KiB)", 1024),
-)
-
 
 # -- plots -------------------------------------------------------------------------------
 
 
-def ceiling_of(summary: Mapping[str, Any]) -> float | None:
-    for check in summary.get("checks", []):
-        limit = check.get("limit")
-        if check.get("name") == "pins_below_ceiling" and isinstance(limit, int | float):
+def ceiling_of(summary: Mapping[str, Any], counter: str = "kmod.pins") -> float | None:
+    """The limit of the check that enforces `counter`'s ceiling, where the run had it."""
+    check = ceiling_check(counter)
+    for verdict in summary.get("checks", []):
+        limit = verdict.get("limit")
+        if verdict.get("name") == check and isinstance(limit, int | float):
             return float(limit)
     return None
-
-
-def phantoms(series: Series) -> list[tuple[float, float]]:
-    """(t, shards_total - needed shards) where the relay reported all four counters."""
-    wanted = ["relay.shards_total", *(name for name, _ in SHARD_LINES)]
-    return [
-        (s.t, s.values[wanted[0]] - sum(s.values[c] for c in wanted[1:]))
-        for s in series.samples
-        if all(c in s.values for c in wanted)
-    ]
 
 
 def rate(column: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -310,11 +291,11 @@ def comparison(folders: Sequence[Path], summaries: Sequence[Mapping[str, Any]]) 
     rows += [["calls completed", *(esc(s.get("load", {}).get("calls_completed"))
                                    for s in summaries)],
              ["calls/s", *(esc(s.get("load", {}).get("cps")) for s in summaries)]]
-    for counter, label, divisor in COMPARED_PEAKS:
-        peaks = [s.get("counters", {}).get(counter, {}).get("peak") for s in summaries]
+    for compared in compared_peaks():
+        peaks = [s.get("counters", {}).get(compared.counter, {}).get("peak") for s in summaries]
         if any(peak is not None for peak in peaks):
-            rows.append([label, *(esc("-" if p is None else round(p / divisor))
-                                  for p in peaks)])
+            rows.append([compared.label, *(esc("-" if p is None else round(p / compared.divisor))
+                                           for p in peaks)])
     return "<h2>Comparison</h2>" + table(["", *(f.name for f in folders)], rows)
 
 
@@ -341,3 +322,20 @@ def html_report(folders: Sequence[Path], out: Path) -> Path:
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, out)
     return out
+
+
+def report_runs(folders: Sequence[Path], out: Path | None = None
+                ) -> tuple[list[dict[str, Any]], Path]:
+    """`rig report`: plots of every run folder and one HTML report of them all (default:
+    the run's own report.html, or results/compare.html for several); returns the
+    summaries and the report's path."""
+    from rig.errors import UsageError
+
+    for folder in folders:
+        if not (folder / "summary.json").is_file():
+            raise UsageError(f"not a run folder (no summary.json): {folder}")
+    summaries = [read_summary(folder) for folder in folders]
+    for folder in folders:
+        plot_run(folder)
+    default = folders[0] / "report.html" if len(folders) == 1 else Path("results/compare.html")
+    return summaries, html_report(folders, out or default)

@@ -11,7 +11,6 @@ Kamailio and Kamailio's rtpengine module sends the NG commands.
 from __future__ import annotations
 
 import asyncio
-import math
 import platform
 import shutil
 import subprocess
@@ -25,36 +24,29 @@ from typing import Any
 
 from rig.capture import run_filter, start_capture
 from rig.clock import Clock, SystemClock
+from rig.console import Progress
 from rig.errors import UsageError
+from rig.load.numbers import load_numbers
+from rig.plan import before_later_samples, burst_plan, calls_plan, stack_plan, targets_for
 from rig.probes import Probe
-from rig.probes.kmod import KmodStatusProbe
-from rig.probes.logs import LogFollower, parse_relay_line, parse_rtpengine_line
-from rig.probes.proc import ProcessProbe
-from rig.probes.relay import RelayStatsProbe
+from rig.probes.logs import LogFollower
+from rig.probes.media import LoadProbe, MediaSessionsProbe
 from rig.probes.sampler import Sampler
 from rig.series import Event, Sample, Series
-from rig.topology import Endpoints, ServiceSpec, Stack
-from rig.topology.local import LocalBackend
-from rig.topology.model import RelaySettings
-from rig.topology.real import (
-    KamailioSettings,
-    RtpengineSettings,
-    RunDirs,
-    StackPlan,
-    container_specs,
-    local_specs,
-)
+from rig.services import LogParser, Site, role_of, service, service_ports
+from rig.topology import Endpoints, Stack, backend_class
 from rig.topology.runtime import RunRecord, process_labels, reserved_host
 from rig.topology.source import apply_patches, copy_sources
 
 RIG_ROOT = Path(__file__).resolve().parents[1]
 CRASH_POLL_S = 0.1
 EXIT_PASS, EXIT_FAIL = 0, 1
-# NG 2223, the rig's UAC 5060 and UAS 5080, Kamailio 5070, rtpengine's CLI 9900
-RUN_PORTS = [2223, 5060, 5070, 5080, 9900]
-ROLES = {"relay": "media", "rtpengine": "media", "kmod": "kernel", "kamailio": "proxy"}
-NG_LIST_LIMIT = 100_000  # rtpengine lists 32 call-ids unless asked for more
-LOG_PARSERS = {"relay": parse_relay_line, "rtpengine": parse_rtpengine_line}
+
+
+def run_ports() -> list[int]:
+    """The fixed ports a run needs free on its host: the rig's UAC and UAS, the services'."""
+    rig = Endpoints("")
+    return sorted({rig.uac_port, rig.uas_port, *service_ports()})
 
 
 @dataclass(frozen=True)
@@ -153,11 +145,11 @@ class Run:
         self.started_mono = 0.0
         self.started_wall = 0.0
         self.target = request.target or self.scenario.target
-        if self.target not in ("local", "docker"):
-            raise UsageError(f"unknown target {self.target!r} (allowed: docker, local)")
+        self.backend_factory = backend_class(self.target)
         self.plan = stack_plan(self.scenario)
         self.stack_timing: dict[str, float] = {}
         self.exited: list[str] = []
+        self.crit_lines: dict[str, str] = {}  # service -> its last CRIT line
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -171,11 +163,10 @@ class Run:
         record = RunRecord.for_this_process(run_id)
         with ExitStack() as stack:
             stack.callback(record.remove)
-            endpoints = Endpoints(host=stack.enter_context(reserved_host(RUN_PORTS)))
+            endpoints = Endpoints(host=stack.enter_context(reserved_host(run_ports())))
             self.capture = start_capture(
-                self.scenario.capture, folder.path,
-                run_filter(endpoints, self.plan.kamailio.sip_port if self.plan.with_kamailio
-                           else None), record.add_process, process_labels(run_id))
+                self.scenario.capture, folder.path, run_filter(endpoints, self.plan.sip_port),
+                record.add_process, process_labels(run_id))
             stack.callback(self.capture.stop)  # after the stack stops: registered before it
             services = self._start_services(stack, record, folder, endpoints)
             self.started_mono = self.clock.monotonic()
@@ -191,60 +182,31 @@ class Run:
         workdir = Path(tempfile.mkdtemp(prefix="rig-"))
         record.add_folder(workdir)
         stack.callback(shutil.rmtree, workdir, True)
-        svc = self.scenario.services
-        sources = {name: getattr(svc, name).source for name in self.plan.services}
+        plan = self.plan
+        sources = {name: plan.settings_of(name).source for name in plan.services}
         copies = copy_sources(self.repo, sources, workdir / "src")
         apply_patches(workdir / "src", self.patches)
-        self.dirs = RunDirs(state=workdir / "proc", kamailio=workdir / "kamailio")
-        self.dirs.state.mkdir()
-        self.dirs.kamailio.mkdir()
-        clock = self.clock
-        if self.target == "docker":
-            began = clock.monotonic()
-            backend, specs = self._docker(stack, copies, endpoints, folder, record)
-            self.stack_timing["images_s"] = round(clock.monotonic() - began, 3)
-        else:
-            backend = LocalBackend(endpoints, folder.logs_dir, record)
-            specs = local_specs(self.plan, copies, self.dirs, endpoints)
-        began = clock.monotonic()
+        self.site = Site(endpoints, workdir).make()
+        backend = self.backend_factory(endpoints, folder.logs_dir, record)
+        stack.callback(backend.close)
+        self.stack_timing.update(backend.prepare(copies))
+        specs = [backend.spec(service(name), plan.settings_of(name), self.site)
+                 for name in plan.services]
+        began = self.clock.monotonic()
         services = backend.start(specs)
-        self.stack_timing["stack_start_s"] = round(clock.monotonic() - began, 3)
+        self.stack_timing["stack_start_s"] = round(self.clock.monotonic() - began, 3)
         stack.callback(services.close)
         return services
 
-    def _docker(
-        self, stack: ExitStack, copies: dict[str, Path], endpoints: Endpoints, folder: Any,
-        record: RunRecord,
-    ) -> tuple[Any, list[ServiceSpec]]:
-        """Images of the (patched) copies, built unless their content hash exists."""
-        from rig.topology.docker import DockerBackend, connect
-        from rig.topology.images import build_images
-
-        client = connect()
-        stack.callback(client.close)
-        with open(folder.logs_dir / "build.log", "a", encoding="utf-8") as log:
-            images = build_images(client, copies, progress=lambda line: print(line, file=log))
-        tags = {name: image.tag for name, image in images.items()}
-        backend = DockerBackend(endpoints, folder.logs_dir, record, client=client)
-        return backend, container_specs(self.plan, tags, self.dirs, endpoints)
-
     def _probes(self, services: Stack, endpoints: Endpoints, driver: Any) -> list[Probe]:
-        from rig.probes.kamailio import KamailioProbe
-        from rig.probes.rtpengine import RtpengineNgProbe
-        from rig.topology.real import kamailio_ctl
-
-        host, ng = endpoints.host, endpoints.ng_port
-        media = self.plan.media
+        """Each service's own probes, in start order, then the media relay's sessions
+        (whichever relay it is) and the load's counters."""
         probes: list[Probe] = []
-        if media == "relay":
-            probes += [KmodStatusProbe.for_table(self.dirs.state, endpoints.table),
-                       RelayStatsProbe(host, ng)]
-        else:
-            probes.append(RtpengineNgProbe(host, ng))
-        probes.append(ProcessProbe(services.services[media].pid, media))
-        if self.plan.with_kamailio:
-            probes.append(KamailioProbe(kamailio_ctl(self.dirs.kamailio), modules=False))
-        self.sessions_probe = MediaSessionsProbe(host, ng, driver.ended_call_ids)
+        for name in self.plan.services:
+            probes += service(name).probes(self.plan.settings_of(name), self.site,
+                                           services.services[name])
+        self.sessions_probe = MediaSessionsProbe(endpoints.host, endpoints.ng_port,
+                                                 driver.ended_call_ids)
         return [*probes, self.sessions_probe, LoadProbe(driver.snapshot)]
 
     def _drive_and_sample(
@@ -261,7 +223,7 @@ class Run:
             on_event=lambda kind, data: recorder.event(Event(self._now(), kind, data)),
             seed=scenario.seed,
         )
-        follower = self._relay_log_follower(services, recorder)
+        followers = self._log_followers(services, recorder)
         sampler = Sampler(
             self._probes(services, endpoints, driver),
             scenario.probes.interval,
@@ -272,7 +234,7 @@ class Run:
                 Event(self._now(), "probe_error", {"probe": name, "message": msg})
             ),
         )
-        if follower is not None:
+        for follower in followers:
             follower.start()
             stack.callback(follower.stop)
         sampler.sample_once()  # the baseline, before any load
@@ -292,7 +254,7 @@ class Run:
         if crashed or self._first_exit(services)() is not None:
             self._note_crash(services, recorder)
         sampler.stop()
-        if follower is not None:
+        for follower in followers:
             follower.stop()
         self._note_orphans(recorder)
         end = self._now()
@@ -308,25 +270,35 @@ class Run:
     def _now(self) -> float:
         return round(self.clock.monotonic() - self.started_mono, 6)
 
-    def _relay_log_follower(self, services: Stack, recorder: Recorder) -> LogFollower | None:
-        """make_shard and CRIT lines of the media relay become events (rtpengine logs
-        make_shard only where a user's build has the instrumentation line)."""
-        name = next((n for n in LOG_PARSERS if n in services.services), None)
-        if name is None:
-            return None
-        parse = LOG_PARSERS[name]
-        return LogFollower(
-            services.services[name].log_path,
-            lambda line: parse(line, self.started_wall),
-            recorder.event,
-        )
+    def _log_followers(self, services: Stack, recorder: Recorder) -> list[LogFollower]:
+        """Lines of the services' logs that are events (the model relay's make_shard and
+        CRIT lines); a service without a parser has none."""
+        followers = []
+        for name in self.plan.services:
+            parse = service(name).parse_log
+            if parse is None:
+                continue
+            followers.append(LogFollower(services.services[name].log_path,
+                                         self._parser(parse), self._on_log_event(name, recorder)))
+        return followers
+
+    def _parser(self, parse: LogParser) -> Callable[[str], Event | None]:
+        return lambda line: parse(line, self.started_wall)
+
+    def _on_log_event(self, name: str, recorder: Recorder) -> Callable[[Event], None]:
+        return lambda event: self._log_event(name, event, recorder)
+
+    def _log_event(self, name: str, event: Event, recorder: Recorder) -> None:
+        if event.kind == "crit":
+            self.crit_lines[name] = str(event.data["line"])
+        recorder.event(event)
 
     def _first_exit(self, services: Stack) -> Callable[[], int | None]:
         """The exit code of the first service that stopped during the run, else None."""
 
         def exit_code() -> int | None:
-            for name, service in services.services.items():
-                code = service.exit_code()
+            for name, running in services.services.items():
+                code = running.exit_code()
                 if code is not None:
                     if name not in self.exited:
                         self.exited.append(name)
@@ -337,15 +309,12 @@ class Run:
 
     def _note_crash(self, services: Stack, recorder: Recorder) -> None:
         for name in self.exited:
-            service = services.services[name]
-            crit = [e for e in recorder.events if e.kind == "crit"]
-            if name == "relay" and crit:
-                line = crit[-1].data["line"]
-            else:
-                line = last_log_line(service.log_path) or "(no line in the log)"
+            running = services.services[name]
+            line = (self.crit_lines.get(name) or last_log_line(running.log_path)
+                    or "(no line in the log)")
             recorder.event(Event(self._now(), "crash", {
-                "service": name, "role": ROLES.get(name, name),
-                "exit_code": service.exit_code(), "line": line,
+                "service": name, "role": role_of(name),
+                "exit_code": running.exit_code(), "line": line,
             }))
 
     def _note_orphans(self, recorder: Recorder) -> None:
@@ -399,75 +368,6 @@ class Run:
         return RunOutcome(folder.path, summary["verdict"], summary)
 
 
-def call_ids(reply: dict[str, Any]) -> set[str]:
-    """Call-ids of an NG `list` reply (rtpengine sends bytes, the model relay text)."""
-    calls = reply.get("calls") or []
-    return {c.decode(errors="replace") if isinstance(c, bytes) else str(c) for c in calls}
-
-
-@dataclass
-class MediaSessionsProbe:
-    """`media.sessions` (the relay's NG `list`, for either relay) and `media.orphan_sessions`:
-    sessions of calls the rig saw end. Right after a call ends its delete may still be on the
-    way, so only the readings after the load (settle) say whether a session leaked."""
-
-    host: str
-    port: int
-    ended: Callable[[], set[str]]
-    timeout: float = 0.5
-    name: str = "media"
-    orphan_ids: set[str] | None = None
-
-    def read(self) -> dict[str, float]:
-        from rig.load.ng import ng_request
-        from rig.probes import ProbeError
-
-        try:
-            reply = ng_request(self.host, self.port, {"command": "list",
-                                                      "limit": NG_LIST_LIMIT}, self.timeout)
-        except Exception as exc:
-            raise ProbeError(f"NG list: {exc}") from exc
-        ids = call_ids(reply)
-        self.orphan_ids = ids & self.ended()
-        return {"media.sessions": float(len(ids)),
-                "media.orphan_sessions": float(len(self.orphan_ids))}
-
-
-@dataclass
-class LoadProbe:
-    snapshot: Callable[[], dict[str, float]]
-    name: str = "load"
-
-    def read(self) -> dict[str, float]:
-        return dict(self.snapshot())
-
-
-class Progress:
-    """A tqdm bar over the planned seconds of the run (hidden when not wanted)."""
-
-    def __init__(self, enabled: bool, total_s: float) -> None:
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=round(total_s, 1), unit="s", desc="run", leave=False,
-                            bar_format="{desc} {bar} {n:.0f}/{total:.0f} s {postfix}")
-        self.clock = SystemClock()
-        self.start = self.clock.monotonic()
-
-    def update(self, postfix: str = "") -> None:
-        if self.bar is None:
-            return
-        self.bar.n = min(self.bar.total, round(self.clock.monotonic() - self.start, 1))
-        if postfix:
-            self.bar.set_postfix_str(postfix, refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 async def drive_until_crash(
     driver: Any,
     duration: float,
@@ -491,122 +391,12 @@ async def drive_until_crash(
     return task.result(), exit_code() is not None
 
 
-def load_numbers(report: Any, snapshot: dict[str, float], seconds: float) -> dict[str, Any]:
-    """The summary's load block, from the driver's report or, after a crash, its counters."""
-    if report is not None:
-        return {
-            "calls_attempted": report.calls_attempted,
-            "calls_completed": report.calls_completed,
-            "calls_failed": report.calls_failed,
-            "outcomes": dict(report.outcomes),
-            "cps": round(report.cps_achieved, 2),
-            "rtp_sent": report.rtp_sent,
-            "rtp_received": report.rtp_received,
-            "rtp_lost": report.rtp_lost,
-            "jitter_ms_max": report.jitter_ms_max,
-            "bursts": list(report.bursts),
-        }
-    completed = snapshot.get("load.calls_completed", 0.0)
-    failed = snapshot.get("load.calls_failed", 0.0)
-    active = snapshot.get("load.calls_active", 0.0)
-    return {
-        "calls_attempted": int(completed + failed + active),
-        "calls_completed": int(completed),
-        "calls_failed": int(failed),
-        "outcomes": {},
-        "cps": round((completed + failed) / seconds, 2) if seconds > 0 else 0.0,
-        "rtp_sent": int(snapshot.get("load.rtp_sent", 0)),
-        "rtp_received": int(snapshot.get("load.rtp_received", 0)),
-        "rtp_lost": None,
-        "jitter_ms_max": None,
-        "bursts": [],
-        "interrupted_by_crash": True,
-    }
-
-
-def calls_plan(scenario: Any) -> Any:
-    from rig.load.driver import CallPlan, RtpPlan
-
-    load = scenario.load
-    rtp = None
-    if load.rtp is not None:
-        rtp = RtpPlan(payload_type=PAYLOAD_TYPES[load.rtp.codec], ptime_ms=load.rtp.ptime)
-    return CallPlan(
-        cps=load.cps,
-        max_concurrent=load.max_concurrent,
-        hold=load.hold,
-        outcomes=dict(load.outcomes),
-        no_answer_timeout=load.no_answer_timeout,
-        rtp=rtp,
-    )
-
-
-def burst_plan(scenario: Any) -> Any:
-    from rig.load.driver import BurstPlan
-
-    bursts = scenario.bursts
-    if bursts is None:
-        return None
-    return BurstPlan(
-        first_at=bursts.first_at,
-        every=bursts.every,
-        count=bursts.count,
-        workers=bursts.workers,
-        streams_per_worker=bursts.streams_per_worker,
-        hold=bursts.hold,
-        lanes=bursts.lanes,
-        processes=bursts.processes,
-        jitter=bursts.jitter,
-        sink=bursts.sink,
-    )
-
-
-def targets_for(endpoints: Endpoints, plan: StackPlan | None = None) -> Any:
-    """Where the rig's calls go: straight to its UAS with the rig sending NG (model), or
-    through Kamailio, which sends NG itself (kamailio)."""
-    from rig.load.driver import Targets
-
-    through_proxy = plan is not None and plan.with_kamailio
-    return Targets(
-        host=endpoints.host,
-        uac_port=endpoints.uac_port,
-        uas_port=endpoints.uas_port,
-        rtp_ports=endpoints.rig_rtp_ports,
-        proxy=(endpoints.host, plan.kamailio.sip_port) if through_proxy and plan else None,
-        ng=None if through_proxy else (endpoints.host, endpoints.ng_port),
-    )
-
-
-def stack_plan(scenario: Any) -> StackPlan:
-    svc = scenario.services
-    kam = svc.kamailio
-    return StackPlan(
-        topology=scenario.topology,
-        media=svc.media,
-        relay=RelaySettings(workers=svc.relay.workers, shard_size=svc.relay.shard_size),
-        kamailio=KamailioSettings(shm_manager=kam.shm_manager, pkg_manager=kam.pkg_manager,
-                                  shm_mb=kam.shm_mb, pkg_mb=kam.pkg_mb, workers=kam.workers),
-        rtpengine=RtpengineSettings(delete_delay=svc.rtpengine.delete_delay),
-    )
-
-
-SAMPLE_T_STEP = 1e-4  # the sampler rounds sample times to 4 decimals
-
-
-def before_later_samples(now: float) -> float:
-    """A load start strictly before the (rounded) time of any sample taken after `now`."""
-    return math.floor(now / SAMPLE_T_STEP) * SAMPLE_T_STEP - SAMPLE_T_STEP
-
-
 def last_log_line(path: Path) -> str:
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
-
-
-PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
 
 
 def run_scenario(request: RunRequest, clock: Clock | None = None) -> RunOutcome:

@@ -15,66 +15,47 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen, MultipleOf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from rig.checks import CHECKS
 from rig.errors import ScenarioError
+from rig.frozen import Frozen
 
 SCHEMA_PATH = Path(__file__).with_name("scenario.schema.json")
-PAGE = 4096
 
 
-class Frozen(BaseModel):
-    """Base of every scenario model: immutable, strict types, unknown keys rejected."""
+class ServicesBase(Frozen):
+    """`services:`: the media relay, one settings block per registered service, patches."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    if TYPE_CHECKING:  # the fields themselves come from the registry (_services_model)
+        media: str = "relay"
+        patches: tuple[str, ...] = ()
 
-
-class ServiceSource(Frozen):
-    source: str = Field(min_length=1, description="folder of the service, from the repo root")
-
-
-class RelayService(ServiceSource):
-    source: str = Field(default="containers/relay", min_length=1)
-    workers: int = Field(default=4, ge=1, le=64, description="worker threads")
-    shard_size: int = Field(
-        default=65536, ge=PAGE, le=16 * 1024 * 1024, multiple_of=PAGE, description="bytes per shard"
-    )
+    def settings_of(self, name: str) -> Any:
+        """The settings block of the service called `name` (rig.services)."""
+        return getattr(self, name)
 
 
-MemoryManager = Literal["qm", "fm", "tlsf"]
+def _services_model() -> type[ServicesBase]:
+    from rig.services import all_services, names_with_role
+
+    relays = names_with_role("media")
+    fields: dict[str, Any] = {
+        "media": (Literal[relays], Field(  # type: ignore[valid-type]
+            default="relay", description="media relay: " + ", ".join(relays))),
+    }
+    for svc in all_services():
+        fields[svc.name] = (svc.settings_model, svc.settings_model.model_validate({}))
+    fields["patches"] = (Annotated[tuple[str, ...], Field(strict=False)], Field(
+        default=(), description="unified diffs applied to the service sources before the run"))
+    return create_model("Services", __base__=ServicesBase, **fields)
 
 
-class KamailioService(ServiceSource):
-    """Kamailio's start-up choices: allocators (`-x`/`-X`) and pool sizes (`-m`/`-M`)."""
-
-    source: str = Field(default="containers/kamailio", min_length=1)
-    shm_manager: MemoryManager = Field(default="qm", description="shared memory allocator")
-    pkg_manager: MemoryManager = Field(default="qm", description="private memory allocator")
-    shm_mb: int = Field(default=64, ge=8, le=4096, description="shared memory pool, MiB")
-    pkg_mb: int = Field(default=8, ge=1, le=1024, description="private pool per process, MiB")
-    workers: int = Field(default=2, ge=1, le=64, description="SIP worker processes")
-
-
-class RtpengineService(ServiceSource):
-    source: str = Field(default="containers/rtpengine", min_length=1)
-    delete_delay: int = Field(
-        default=0, ge=0, le=3600, description="seconds a deleted call lingers (rtpengine: 30)"
-    )
-
-
-class Services(Frozen):
-    media: Literal["relay", "rtpengine"] = Field(
-        default="relay", description="media relay: the model relay (with kmod) or rtpengine"
-    )
-    kmod: ServiceSource = ServiceSource(source="containers/kmod")
-    relay: RelayService = RelayService()
-    rtpengine: RtpengineService = RtpengineService()
-    kamailio: KamailioService = KamailioService()
-    patches: Annotated[tuple[str, ...], Field(strict=False)] = Field(
-        default=(), description="unified diffs applied to the service sources before the run"
-    )
+if TYPE_CHECKING:
+    Services = ServicesBase
+else:
+    Services = _services_model()
 
 
 class Outcomes(Frozen):

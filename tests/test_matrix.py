@@ -20,10 +20,12 @@ from rig.matrix import (
     parse_axis,
     run_matrix,
 )
-from rig.runner import MediaSessionsProbe, RunRequest, call_ids, stack_plan, targets_for
+from rig.plan import StackPlan, before_later_samples, stack_plan, targets_for
+from rig.probes.media import MediaSessionsProbe, call_ids
+from rig.runner import RunRequest
 from rig.scenario import load_scenario
+from rig.services import Site, service
 from rig.topology import Endpoints
-from rig.topology.real import RunDirs, StackPlan, container_specs, local_specs
 
 REPO = Path(__file__).resolve().parents[1]
 SESSION_LEAK = REPO / "scenarios" / "session-leak.yaml"
@@ -76,7 +78,8 @@ def summary(verdict: str, cps: float, shm: list[float], passed: bool = True) -> 
 def test_cell_result_and_table():
     cell = Cell("shm_manager-fm", ("services.kamailio.shm_manager=fm",))
     result = cell_result(cell, summary("fail", 19.5, [2048, 4096, 3072], passed=False))
-    assert (result.cps, result.shm_peak, result.shm_last) == (19.5, 4096, 3072)
+    assert result.cps == 19.5
+    assert result.counters == (("kamailio.shm_used", 4096, 3072),)
     assert result.checks == (("no_orphan_sessions", False, 4),)
     text = matrix_table([result])
     assert "shm_manager-fm" in text and "FAIL (4)" in text
@@ -86,7 +89,8 @@ def test_cell_result_and_table():
 
 def test_a_cell_without_kamailio_shows_dashes():
     result = cell_result(Cell("x", ()), {"verdict": "pass", "checks": []})
-    assert result.shm_peak is None and "-" in matrix_table([result])
+    assert result.counters == (("kamailio.shm_used", None, None),)
+    assert "-" in matrix_table([result])
 
 
 @dataclass
@@ -178,16 +182,17 @@ def test_through_kamailio_the_rig_sends_no_ng():
 
 
 def test_specs_follow_the_plan(tmp_path: Path):
-    endpoints = Endpoints("127.0.0.9")
-    dirs = RunDirs(tmp_path / "proc", tmp_path / "kam")
+    site = Site(Endpoints("127.0.0.9"), tmp_path / "run")
     plan = StackPlan(topology="kamailio", media="relay")
     sources = {name: tmp_path / name for name in plan.services}
-    specs = local_specs(plan, sources, dirs, endpoints)
+    specs = [service(name).local_spec(plan.settings_of(name), site, sources[name])
+             for name in plan.services]
     assert [s.name for s in specs] == ["kmod", "relay", "kamailio"]
     assert str(tmp_path / "kamailio" / "kamailio.cfg") in specs[2].argv
+    assert str(site.state) in specs[1].argv  # the relay pins through kmod's folder
     images = {name: f"rig-{name}:x" for name in plan.services}
-    assert [s.image for s in container_specs(plan, images, dirs, endpoints)] == list(
-        images.values())
+    assert [service(name).container_spec(plan.settings_of(name), site, images[name]).image
+            for name in plan.services] == list(images.values())
 
 
 def test_unknown_plan_values_are_usage_errors():
@@ -215,8 +220,6 @@ def test_orphans_are_listed_sessions_of_calls_the_driver_saw_end(monkeypatch):
 
 @pytest.mark.parametrize("now", [0.0123456, 0.01235, 3.0, 7.99999, 12.00004])
 def test_load_start_is_before_every_later_sample(now):
-    from rig.runner import before_later_samples
-
     start = before_later_samples(now)
     later = [now, now + 1e-7, now + 4e-5, now + 1e-3]
     assert all(round(t, 4) > start for t in later)

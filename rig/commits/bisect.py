@@ -74,11 +74,14 @@ class BisectArgs:
     runs_per_step: int | None = None
     overrides: tuple[str, ...] = ()
     patches: tuple[Path, ...] = ()
+    target: str | None = None  # None: the scenario's
 
     def identity(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(repo=str(self.repo), scenario=str(self.scenario),
                     overrides=list(self.overrides), patches=[str(p) for p in self.patches])
+        if self.target is None:
+            del data["target"]  # bisects saved before --target resume unchanged
         return data
 
 
@@ -180,7 +183,8 @@ def run_at(run: RunFn, args: BisectArgs, tree: Path, results: Path) -> tuple[str
                                                                               str]:
     """(verdict, run folder, detail): pass/fail as judged, skip when the commit cannot run."""
     request = RunRequest(scenario_path=args.scenario, overrides=args.overrides,
-                         patches=args.patches, results_root=results, repo=tree, progress=False)
+                         patches=args.patches, results_root=results, repo=tree, progress=False,
+                         target=args.target)
     try:
         outcome = run(request)
     except ScenarioError:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rig.options import add_run_options, run_request, show_progress
 from rig.runner import RunOutcome, RunRequest
 
 # bounds a bisect that cannot become confident (a failure that no longer reproduces)
@@ -22,13 +23,6 @@ def real_run(request: RunRequest) -> RunOutcome:
     from rig.runner import run_scenario
 
     return run_scenario(request)
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a scenario field, e.g. duration=10")
-    parser.add_argument("--patch", dest="patches", action="append", default=[], type=Path,
-                        metavar="FILE", help="unified diff applied to the SUT sources of each run")
 
 
 def add_parsers(sub: Any) -> None:
@@ -45,13 +39,11 @@ def add_parsers(sub: Any) -> None:
     gate.add_argument("--junit", type=Path, metavar="FILE", help="JUnit XML for the CI server")
     gate.add_argument("--markdown", type=Path, metavar="FILE",
                       help="markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
-    gate.add_argument("--repo", type=Path, help="repository root the SUT sources come from")
     gate.add_argument("--results", type=Path, default=Path("results"), metavar="DIR")
-    _common(gate)
+    add_run_options(gate)
 
     bisect = sub.add_parser("bisect", help="find the first bad commit, flaky failures included")
     bisect.add_argument("scenario", type=Path)
-    bisect.add_argument("--repo", type=Path, required=True)
     bisect.add_argument("--good", required=True, metavar="REV")
     bisect.add_argument("--bad", required=True, metavar="REV")
     bisect.add_argument("--confidence", type=float, default=0.99)
@@ -61,23 +53,21 @@ def add_parsers(sub: Any) -> None:
                         help="runs per checkout (default: the search decides)")
     bisect.add_argument("--out", type=Path, metavar="DIR",
                         help="bisect.json, bisect.png, runs/ (default results/bisect-...)")
-    bisect.add_argument("--no-progress", action="store_true")
-    _common(bisect)
+    add_run_options(bisect, repo_required=True)
 
     step = sub.add_parser("bisect-step", help="for `git bisect run`: 0 good, 1 bad, 125 skip")
     step.add_argument("scenario", type=Path)
     step.add_argument("--results", type=Path, default=Path("results"), metavar="DIR")
-    _common(step)
+    add_run_options(step)
 
     sweep = sub.add_parser("sweep", help="a counter's peak at every k-th commit of A..B")
     sweep.add_argument("range", metavar="A..B")
     sweep.add_argument("scenario", type=Path)
-    sweep.add_argument("--repo", type=Path, required=True)
     sweep.add_argument("--every", type=int, default=1, metavar="K")
     sweep.add_argument("--counter", default="kmod.pins")
     sweep.add_argument("--ceiling", type=float, help="default: the limit of the counter's check")
     sweep.add_argument("--out", type=Path, metavar="DIR", default=Path("results/sweep"))
-    _common(sweep)
+    add_run_options(sweep, repo_required=True)
 
     demo = sub.add_parser("demo-history", help="a git history of the model SUT with a culprit")
     demo.add_argument("dir", type=Path)
@@ -87,31 +77,15 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_gate(args: argparse.Namespace, run: Any = real_run) -> int:
-    from rig.commits import gate
+    from rig.commits.gate import GateFiles, gate_with_files
 
-    if args.update_baseline and args.baseline is None:
-        from rig.errors import UsageError
-
-        raise UsageError("--update-baseline needs --baseline FILE")
-    baseline = None
-    if args.baseline is not None and not args.update_baseline:
-        baseline = gate.load_baseline(args.baseline)
-    template = RunRequest(scenario_path=Path(), overrides=tuple(args.overrides),
-                          patches=tuple(args.patches), results_root=args.results,
-                          repo=args.repo, progress=False)
-    report = gate.run_gate(args.scenarios, run, repeat=args.repeat, baseline=baseline,
-                           template=template,
-                           on_case=lambda c: print(f"{c.status.upper():5} {c.name}",
-                                                   file=sys.stderr))
-    markdown = gate.markdown_summary(report)
-    if args.junit is not None:
-        args.junit.parent.mkdir(parents=True, exist_ok=True)
-        args.junit.write_text(gate.junit_xml(report))
-    if args.markdown is not None:
-        with args.markdown.open("a") as out:  # CI step summaries are appended to
-            out.write(markdown)
+    files = GateFiles(args.baseline, args.update_baseline, args.tolerance, args.junit,
+                      args.markdown)
+    template = run_request(args, Path(), results_root=args.results, progress=False)
+    report, markdown = gate_with_files(
+        args.scenarios, run, files, repeat=args.repeat, template=template,
+        on_case=lambda c: print(f"{c.status.upper():5} {c.name}", file=sys.stderr))
     if args.update_baseline:
-        gate.write_baseline(args.baseline, gate.baseline_from(report.cases, args.tolerance))
         print(f"baseline written: {args.baseline}")
     print(markdown, end="")
     return report.exit_code
@@ -130,9 +104,9 @@ def cmd_bisect(args: argparse.Namespace, run: Any = real_run) -> int:
 
     request = BisectArgs(args.repo, args.good, args.bad, args.scenario, args.confidence,
                          args.max_runs, args.runs_per_step, tuple(args.overrides),
-                         tuple(args.patches))
+                         tuple(args.patches), args.target)
     out = args.out or default_bisect_out(args)
-    result = bisect(request, out, run, progress=not args.no_progress and sys.stderr.isatty())
+    result = bisect(request, out, run, progress=show_progress(args))
     plot_posterior(result, out / "bisect.png", args.confidence)
     for line in report_lines(result, args.confidence):
         print(line)
@@ -146,12 +120,11 @@ def cmd_bisect_step(args: argparse.Namespace, run: Any = real_run) -> int:
     from rig.errors import UsageError
 
     try:
-        repo = repo_root(Path.cwd())
+        repo = repo_root(args.repo or Path.cwd())
     except UsageError:
-        repo = Path.cwd()  # not a git checkout: run the sources as they are
-    request = RunRequest(scenario_path=args.scenario, overrides=tuple(args.overrides),
-                         patches=tuple(args.patches), results_root=args.results, repo=repo,
-                         progress=False)
+        repo = args.repo or Path.cwd()  # not a git checkout: run the sources as they are
+    request = run_request(args, args.scenario, results_root=args.results, repo=repo,
+                          progress=False)
     code, why = bisect_step_code(run, request)
     print(f"rig bisect-step: {why}", file=sys.stderr)
     return code
@@ -163,7 +136,7 @@ def cmd_sweep(args: argparse.Namespace, run: Any = real_run) -> int:
     result = sweep(args.repo, args.range, args.scenario, args.out, run, every=args.every,
                    counter=args.counter, ceiling=args.ceiling,
                    overrides=tuple(args.overrides), patches=tuple(args.patches),
-                   on_point=lambda p: print(f"{p.commit[:10]} {p.verdict:5} "
+                   target=args.target, on_point=lambda p: print(f"{p.commit[:10]} {p.verdict:5} "
                                             f"{args.counter}={p.peak}  {p.subject}"))
     ceiling = "none" if result.ceiling is None else f"{result.ceiling:g}"
     print(f"ceiling: {ceiling}  sweep: {args.out / 'sweep.json'}  plot: "

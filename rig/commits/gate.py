@@ -235,6 +235,47 @@ def run_gate(
     return GateReport(tuple(cases))
 
 
+@dataclass(frozen=True)
+class GateFiles:
+    """What a gate reads and writes beside its runs."""
+
+    baseline: Path | None = None
+    update_baseline: bool = False  # write this gate's peaks into `baseline` instead
+    tolerance: float = 0.10  # stored by update_baseline
+    junit: Path | None = None
+    markdown: Path | None = None  # appended to, as CI step summaries are
+
+
+def gate_with_files(
+    scenarios: Sequence[Path],
+    run: RunFn,
+    files: GateFiles,
+    *,
+    repeat: int = 1,
+    template: RunRequest | None = None,
+    on_case: Callable[[GateCase], None] = lambda case: None,
+) -> tuple[GateReport, str]:
+    """`rig gate`: the baseline read (or written), the runs, the JUnit and markdown files;
+    returns the report and its markdown summary."""
+    if files.update_baseline and files.baseline is None:
+        raise UsageError("--update-baseline needs --baseline FILE")
+    baseline = None
+    if files.baseline is not None and not files.update_baseline:
+        baseline = load_baseline(files.baseline)
+    report = run_gate(scenarios, run, repeat=repeat, baseline=baseline, template=template,
+                      on_case=on_case)
+    markdown = markdown_summary(report)
+    if files.junit is not None:
+        files.junit.parent.mkdir(parents=True, exist_ok=True)
+        files.junit.write_text(junit_xml(report))
+    if files.markdown is not None:
+        with files.markdown.open("a") as out:
+            out.write(markdown)
+    if files.update_baseline and files.baseline is not None:
+        write_baseline(files.baseline, baseline_from(report.cases, files.tolerance))
+    return report, markdown
+
+
 # -- renderings ----------------------------------------------------------------------------
 
 def junit_xml(report: GateReport, suite: str = "rig gate") -> str:

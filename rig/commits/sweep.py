@@ -21,8 +21,6 @@ from rig.runner import RunOutcome, RunRequest
 SWEEP_SCHEMA = 1
 RunFn = Callable[[RunRequest], RunOutcome]
 CheckoutFn = Callable[[Path, str], AbstractContextManager[Path]]
-# the check whose limit is the ceiling of a counter, when --ceiling is not given
-CEILING_CHECKS = {"kmod.pins": "pins_below_ceiling"}
 
 
 @dataclass(frozen=True)
@@ -53,11 +51,10 @@ def every_kth(commits: Sequence[Commit], k: int) -> list[Commit]:
 
 
 def ceiling_from(summary: Mapping[str, Any], counter: str) -> float | None:
-    check = CEILING_CHECKS.get(counter)
-    for verdict in summary.get("checks", []):
-        if verdict.get("name") == check and isinstance(verdict.get("limit"), int | float):
-            return float(verdict["limit"])
-    return None
+    """The ceiling a run's check enforces on `counter`, when --ceiling is not given."""
+    from rig.report import ceiling_of
+
+    return ceiling_of(summary, counter)
 
 
 def sweep_point(run: RunFn, request: RunRequest, commit: Commit,
@@ -88,6 +85,7 @@ def sweep(
     ceiling: float | None = None,
     overrides: tuple[str, ...] = (),
     patches: tuple[Path, ...] = (),
+    target: str | None = None,
     checkout_at: CheckoutFn = checkout,
     on_point: Callable[[SweepPoint], None] = lambda point: None,
 ) -> SweepResult:
@@ -103,7 +101,7 @@ def sweep(
         with checkout_at(repo, commit.sha) as tree:
             request = RunRequest(scenario_path=scenario.resolve(), overrides=overrides,
                                  patches=patches, results_root=out / "runs", repo=tree,
-                                 progress=False)
+                                 progress=False, target=target)
             point, reported = sweep_point(run, request, commit, counter)
         seen_ceiling = seen_ceiling if seen_ceiling is not None else reported
         points.append(point)

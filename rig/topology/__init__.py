@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from rig.errors import UsageError
 from rig.topology.wait import WaitStrategy
@@ -64,9 +64,19 @@ class Stack(Protocol):
 
 
 class Backend(Protocol):
+    """Where services run. `prepare` gets what they run from (the local backend: the
+    sources; docker: images built from them) and returns its timings; `spec` asks the
+    service for the spec of this backend; `close` releases the backend itself."""
+
     name: str
 
+    def prepare(self, sources: Mapping[str, Path]) -> dict[str, float]: ...
+
+    def spec(self, service: Any, settings: Any, site: Any) -> ServiceSpec: ...
+
     def start(self, specs: Sequence[ServiceSpec]) -> Stack: ...
+
+    def close(self) -> None: ...
 
 
 BackendFactory = Callable[..., Backend]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,31 @@ class DockerBackend:
         self.endpoints = endpoints
         self.logs_dir = logs_dir
         self.record = record
+        self.owns_client = client is None
         self.client = connect(client)
         # Files the services write into bind mounts belong to the rig's user, not root.
         self.user = user or f"{os.getuid()}:{os.getgid()}"
+        self.images: dict[str, str] = {}
+
+    def prepare(self, sources: Mapping[str, Path]) -> dict[str, float]:
+        """Images of the (patched) copies, built unless their content hash exists."""
+        from rig.topology.images import build_images
+
+        began = time.monotonic()
+        with open(self.logs_dir / "build.log", "a", encoding="utf-8") as log:
+            images = build_images(self.client, sources,
+                                  progress=lambda line: print(line, file=log))
+        self.images = {name: image.tag for name, image in images.items()}
+        return {"images_s": round(time.monotonic() - began, 3)}
+
+    def spec(self, service: Any, settings: Any, site: Any) -> ServiceSpec:
+        if service.name not in self.images:
+            raise InfraError(f"{service.name}: no image prepared for the docker target")
+        return service.container_spec(settings, site, self.images[service.name])  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self.owns_client:
+            self.client.close()
 
     def start(self, specs: Sequence[ServiceSpec]) -> DockerStack:
         stack = DockerStack(endpoints=self.endpoints, record=self.record)

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,3 +147,34 @@ def build_images(
     """One image per service, in order; the first failure stops the rest."""
     return {name: build_image(client, name, path, base, progress)
             for name, path in contexts.items()}
+
+
+def build_service_images(
+    root: Path, services: Sequence[str], base: str = DEFAULT_BASE,
+    on_image: Callable[[str, str, bool, float], None] = lambda *shown: None,
+) -> list[Image]:
+    """`rig images`: build the named services of `root` (default: every folder with a
+    Dockerfile); `on_image(service, tag, built, seconds)` after each one."""
+    import time
+
+    from rig.errors import UsageError
+    from rig.topology.docker import connect
+
+    if not root.is_dir():
+        raise UsageError("no containers/ folder here: run `rig images` from the rig checkout")
+    available = sorted(p.parent.name for p in root.glob("*/Dockerfile"))
+    unknown = sorted(set(services) - set(available))
+    if unknown:
+        raise UsageError(f"no such service: {', '.join(unknown)} "
+                         f"(available: {', '.join(available)})")
+    client = connect()
+    built = []
+    try:
+        for service in services or available:
+            started = time.monotonic()
+            image = build_image(client, service, root / service, base)
+            on_image(service, image.tag, image.built, time.monotonic() - started)
+            built.append(image)
+    finally:
+        client.close()
+    return built

@@ -11,9 +11,10 @@ import ctypes
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rig.errors import InfraError
 from rig.topology import Endpoints, ServiceSpec
@@ -87,6 +88,17 @@ class LocalBackend:
         self.endpoints = endpoints
         self.logs_dir = logs_dir
         self.record = record
+        self.sources: dict[str, Path] = {}
+
+    def prepare(self, sources: Mapping[str, Path]) -> dict[str, float]:
+        self.sources = dict(sources)
+        return {}
+
+    def spec(self, service: Any, settings: Any, site: Any) -> ServiceSpec:
+        return service.local_spec(settings, site, self.sources.get(service.name, Path()))  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        pass
 
     def start(self, specs: Sequence[ServiceSpec]) -> LocalStack:
         stack = LocalStack(endpoints=self.endpoints, record=self.record)

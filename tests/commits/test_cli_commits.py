@@ -136,7 +136,8 @@ def run(request):
     return RunOutcome(request.results_root / "run", verdict, {"verdict": verdict})
 
 args = argparse.Namespace(scenario=pathlib.Path(sys.argv[1]), overrides=[], patches=[],
-                          results=pathlib.Path(sys.argv[2]))
+                          results=pathlib.Path(sys.argv[2]), repo=None, target=None,
+                          no_progress=True)
 sys.exit(cmd_bisect_step(args, run))
 '''
 

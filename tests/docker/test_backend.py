@@ -8,6 +8,9 @@ import psutil
 import pytest
 
 from rig.errors import InfraError
+from rig.services import Site
+from rig.services.kmod import SERVICE as KMOD
+from rig.services.kmod import KmodSettings
 from rig.topology import Endpoints, ServiceSpec
 from rig.topology.docker import (
     RUN_LABEL,
@@ -16,7 +19,6 @@ from rig.topology.docker import (
     remove_orphan_containers,
 )
 from rig.topology.images import build_image
-from rig.topology.real import kmod_container_spec
 from rig.topology.runtime import RunRecord, runtime_dir
 from rig.topology.wait import UnixSocketAccepts
 
@@ -39,10 +41,11 @@ def test_kmod_container_starts_with_host_pid_logs_and_shared_folder(
     docker_client: Any, kmod_image: str, runtime: Path
 ):
     record = RunRecord.for_this_process("docker-kmod")
-    state = runtime / "kmod"
-    state.mkdir()
+    site = Site(Endpoints("127.0.9.1"), runtime / "site").make()
+    state = site.state
     backend = DockerBackend(Endpoints("127.0.9.1"), runtime, record, client=docker_client)
-    with backend.start([kmod_container_spec(kmod_image, state)]) as stack:
+    with backend.start(
+            [KMOD.container_spec(KmodSettings(), site, kmod_image)]) as stack:
         service = stack.services["kmod"]
         assert service.exit_code() is None
         assert "kmod.py" in " ".join(psutil.Process(service.pid).cmdline())

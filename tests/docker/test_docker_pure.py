@@ -4,18 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from rig.errors import InfraError, UsageError
+from rig.errors import InfraError
+from rig.services import Site, service
+from rig.services.kamailio import KamailioSettings, kamailio_spec
+from rig.services.relay import RelaySettings
+from rig.services.rtpengine import RtpengineSettings
 from rig.topology import Endpoints
 from rig.topology.docker import container_name, exit_code_from_state
 from rig.topology.images import build_lines
-from rig.topology.model import RelaySettings
-from rig.topology.real import (
-    KamailioSettings,
-    kamailio_container_spec,
-    kamailio_spec,
-    relay_container_spec,
-    rtpengine_spec,
-)
 
 ENDPOINTS = Endpoints("127.0.8.1")
 
@@ -49,21 +45,6 @@ def test_build_stream_error_carries_the_last_lines():
     assert seen == ["Step 1/2 : FROM x", "E: no package"]
 
 
-@pytest.mark.parametrize(
-    ("settings", "message"),
-    [
-        ({"shm_manager": "dlmalloc"}, r"shm_manager: unknown memory manager 'dlmalloc' "
-                                      r"\(allowed: qm, fm, tlsf\)"),
-        ({"pkg_manager": "QM"}, "pkg_manager: unknown memory manager"),
-        ({"shm_mb": 2}, "shm_mb: 2 is below 8"),
-        ({"workers": 0}, "workers: 0 is below 1"),
-    ],
-)
-def test_bad_kamailio_settings_are_usage_errors(settings: dict, message: str):
-    with pytest.raises(UsageError, match=message):
-        KamailioSettings(**settings)
-
-
 def test_kamailio_command_line_carries_managers_and_defines(tmp_path: Path):
     spec = kamailio_spec(Path("kamailio.cfg"), tmp_path, ENDPOINTS,
                          KamailioSettings(shm_manager="tlsf", pkg_manager="fm", shm_mb=32))
@@ -76,15 +57,19 @@ def test_kamailio_command_line_carries_managers_and_defines(tmp_path: Path):
 
 
 def test_container_specs_keep_the_local_readiness_and_mount_shared_folders(tmp_path: Path):
-    kam = kamailio_container_spec("rig-kamailio:x", tmp_path, ENDPOINTS)
+    site = Site(ENDPOINTS, tmp_path)
+    kam = service("kamailio").container_spec(KamailioSettings(), site, "rig-kamailio:x")
     assert kam.image == "rig-kamailio:x" and kam.argv[0] == "-DD"  # the image runs kamailio
-    assert kam.volumes == {str(tmp_path): str(tmp_path)}
-    relay = relay_container_spec("rig-relay:x", tmp_path, ENDPOINTS, RelaySettings(2, 65536))
+    run_dir = str(site.dir("kamailio"))
+    assert kam.volumes == {run_dir: run_dir}
+    relay = service("relay").container_spec(RelaySettings(workers=2), site, "rig-relay:x")
     assert relay.argv[:2] == ["python3", "/opt/rig/relay/relay.py"]
+    assert relay.volumes == {str(site.state): str(site.state)}
     assert relay.ready.describe() == "NG ping on 127.0.8.1:2223"
 
 
-def test_rtpengine_is_userspace_only_and_never_reads_host_config():
-    argv = list(rtpengine_spec(ENDPOINTS).argv)
+def test_rtpengine_is_userspace_only_and_never_reads_host_config(tmp_path: Path):
+    spec = service("rtpengine").local_spec(RtpengineSettings(), Site(ENDPOINTS, tmp_path), Path())
+    argv = list(spec.argv)
     assert "--table=-1" in argv and "--config-file=none" in argv
     assert "--listen-ng=127.0.8.1:2223" in argv

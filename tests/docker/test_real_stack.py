@@ -10,15 +10,12 @@ import pytest
 
 from rig.probes.kamailio import KamailioProbe
 from rig.probes.rtpengine import RtpengineNgProbe
+from rig.services import Site, service
+from rig.services.kamailio import SIP_PORT, KamailioSettings, kamailio_ctl
+from rig.services.rtpengine import RtpengineSettings
 from rig.topology import Endpoints
 from rig.topology.docker import DockerBackend
 from rig.topology.images import build_image
-from rig.topology.real import (
-    KamailioSettings,
-    kamailio_container_spec,
-    kamailio_ctl,
-    rtpengine_container_spec,
-)
 from rig.topology.runtime import RunRecord, reserved_host
 
 pytestmark = [
@@ -40,8 +37,10 @@ def test_calls_through_containerised_kamailio_reach_containerised_rtpengine(
     settings = KamailioSettings(shm_manager="tlsf", pkg_manager="qm", shm_mb=32, pkg_mb=4)
     with reserved_host([2223, 5060, 5070, 5080, 9900]) as host:
         endpoints = Endpoints(host, relay_rtp_ports=(30000, 30199))
-        specs = [rtpengine_container_spec(images["rtpengine"], endpoints),
-                 kamailio_container_spec(images["kamailio"], runtime, endpoints, settings)]
+        site = Site(endpoints, runtime / "site").make()
+        specs = [service("rtpengine").container_spec(RtpengineSettings(), site,
+                                                     images["rtpengine"]),
+                 service("kamailio").container_spec(settings, site, images["kamailio"])]
         backend = DockerBackend(endpoints, runtime, record, client=docker_client)
         with backend.start(specs):
             uas = subprocess.Popen(
@@ -53,7 +52,7 @@ def test_calls_through_containerised_kamailio_reach_containerised_rtpengine(
                 time.sleep(0.3)  # SIPp binds after start-up and says nothing when it has
                 uac = subprocess.run(
                     ["sipp", "-sn", "uac", f"{host}:{endpoints.uas_port}",
-                     "-rsa", f"{host}:{settings.sip_port}", "-i", host, "-mi", host,
+                     "-rsa", f"{host}:{SIP_PORT}", "-i", host, "-mi", host,
                      "-p", str(endpoints.uac_port), "-m", str(CALLS), "-r", "20", "-d", "200",
                      "-nostdin", "-timeout", "15", "-timeout_error"],
                     capture_output=True, timeout=30, check=False,
@@ -63,7 +62,7 @@ def test_calls_through_containerised_kamailio_reach_containerised_rtpengine(
                 uas.wait(timeout=5)
             assert uac.returncode == 0, uac.stdout[-400:]
             rtp = RtpengineNgProbe(host, endpoints.ng_port).read()
-            kam = KamailioProbe(kamailio_ctl(runtime)).read()
+            kam = KamailioProbe(kamailio_ctl(site.dir("kamailio"))).read()
         assert rtp["rtpengine.managed_sessions"] == CALLS
         assert rtp["rtpengine.sessions_own"] == 0
         assert kam["kamailio.shm_total"] > 31 * 2**20

@@ -15,9 +15,12 @@ from rig.load.calls import Uas
 from rig.load.driver import CallPlan, LoadDriver, Targets
 from rig.load.sdp import build_sdp
 from rig.probes.rtpengine import RtpengineNgProbe
+from rig.services import Site
+from rig.services.kamailio import SIP_PORT, KamailioSettings, kamailio_spec
+from rig.services.rtpengine import SERVICE as RTPENGINE
+from rig.services.rtpengine import RtpengineSettings
 from rig.topology import Endpoints
 from rig.topology.local import LocalBackend, LocalStack
-from rig.topology.real import KamailioSettings, RtpengineSettings, kamailio_spec, rtpengine_spec
 from rig.topology.runtime import RunRecord, reserved_host
 
 pytestmark = [
@@ -40,7 +43,8 @@ def stack(tmp_path: Path) -> Iterator[LocalStack]:
     record = RunRecord.for_this_process("e2e-interop")
     with reserved_host([2223, 5060, 5070, 5080, 9900]) as host:
         endpoints = Endpoints(host, relay_rtp_ports=(30000, 30199))
-        specs = [rtpengine_spec(endpoints, RtpengineSettings()),
+        site = Site(endpoints, tmp_path / "site").make()
+        specs = [RTPENGINE.local_spec(RtpengineSettings(), site, Path()),
                  kamailio_spec(CONFIG, tmp_path, endpoints, KAMAILIO)]
         with LocalBackend(endpoints, tmp_path, record).start(specs) as running:
             yield running
@@ -65,7 +69,7 @@ async def sipp_uac_against_rig_uas(endpoints: Endpoints) -> tuple[int, Uas]:
     async with uas:
         sipp = await asyncio.create_subprocess_exec(
             "sipp", "-sn", "uac", f"{host}:{endpoints.uas_port}",
-            "-rsa", f"{host}:{KAMAILIO.sip_port}", "-i", host, "-mi", host,
+            "-rsa", f"{host}:{SIP_PORT}", "-i", host, "-mi", host,
             "-p", str(endpoints.uac_port), "-m", str(CALLS), "-r", "20", "-d", "200",
             "-nostdin", "-timeout", "15", "-timeout_error",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
@@ -103,7 +107,7 @@ def test_rig_uac_calls_sipp_uas_through_kamailio(stack: LocalStack):
                      no_answer_timeout=1.0, rtp=None),
             None,
             Targets(host, endpoints.uac_port, endpoints.uas_port, endpoints.rig_rtp_ports,
-                    proxy=(host, KAMAILIO.sip_port)),
+                    proxy=(host, SIP_PORT)),
             on_event=lambda kind, data: None,
             own_uas=False,
             uas_hangup_share=0.0,  # SIPp's UAS never sends BYE

@@ -15,15 +15,12 @@ import pytest
 from rig.probes import ProbeError
 from rig.probes.kamailio import KamailioProbe
 from rig.probes.rtpengine import RtpengineCliProbe, RtpengineNgProbe
+from rig.services import Site
+from rig.services.kamailio import SIP_PORT, KamailioSettings, kamailio_ctl, kamailio_spec
+from rig.services.rtpengine import CLI_PORT, RtpengineSettings
+from rig.services.rtpengine import SERVICE as RTPENGINE_SERVICE
 from rig.topology import Endpoints
 from rig.topology.local import LocalBackend, LocalStack
-from rig.topology.real import (
-    KamailioSettings,
-    RtpengineSettings,
-    kamailio_ctl,
-    kamailio_spec,
-    rtpengine_spec,
-)
 from rig.topology.runtime import RunRecord, reserved_host
 
 pytestmark = [
@@ -39,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "containers" / "kamailio" / "kamailio.cfg"
 BUSY_UAS = Path(__file__).parent / "data" / "sipp_uas_busy.xml"
 KAMAILIO = KamailioSettings(shm_manager="qm", pkg_manager="qm", shm_mb=32, pkg_mb=4)
-RTPENGINE = RtpengineSettings(cli_port=9900)
+RTPENGINE = RtpengineSettings()
 CALLS = 5
 
 
@@ -49,7 +46,8 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStac
     record = RunRecord.for_this_process("e2e-kamailio")
     with reserved_host([2223, 5060, 5070, 5080, 9900]) as host:
         endpoints = Endpoints(host, relay_rtp_ports=(30000, 30199))
-        specs = [rtpengine_spec(endpoints, RTPENGINE),
+        site = Site(endpoints, tmp_path / "site").make()
+        specs = [RTPENGINE_SERVICE.local_spec(RTPENGINE, site, Path()),
                  kamailio_spec(CONFIG, tmp_path, endpoints, KAMAILIO)]
         with LocalBackend(endpoints, tmp_path, record).start(specs) as running:
             yield running
@@ -70,7 +68,7 @@ def start_uas(endpoints: Endpoints, scenario: list[str]) -> subprocess.Popen[byt
 def run_uac(endpoints: Endpoints, calls: int, hold_ms: int) -> int:
     argv = sipp(
         endpoints, "-sn", "uac", f"{endpoints.host}:{endpoints.uas_port}",
-        "-rsa", f"{endpoints.host}:{KAMAILIO.sip_port}", "-p", str(endpoints.uac_port),
+        "-rsa", f"{endpoints.host}:{SIP_PORT}", "-p", str(endpoints.uac_port),
         "-m", str(calls), "-r", "20", "-d", str(hold_ms), "-timeout", "15",
         "-timeout_error", "-recv_timeout", "5000",
     )
@@ -100,7 +98,7 @@ def settled(probe: RtpengineCliProbe, counter: str, value: float) -> dict[str, f
 def test_answered_calls_get_offer_answer_and_delete(stack: LocalStack):
     endpoints = stack.endpoints
     assert calls_with(endpoints, ["-sn", "uas"], CALLS) == 0
-    totals = settled(RtpengineCliProbe(endpoints.host, RTPENGINE.cli_port),
+    totals = settled(RtpengineCliProbe(endpoints.host, CLI_PORT),
                      "rtpengine.regular_terminated_sessions", CALLS)
     assert totals["rtpengine.managed_sessions"] == CALLS
     assert totals["rtpengine.regular_terminated_sessions"] == CALLS  # deleted on BYE
@@ -115,7 +113,7 @@ def test_answered_calls_get_offer_answer_and_delete(stack: LocalStack):
 def test_rejected_calls_are_deleted_by_the_failure_route(stack: LocalStack):
     endpoints = stack.endpoints
     calls_with(endpoints, ["-sf", str(BUSY_UAS)], CALLS)  # the UAC counts 486 as failed
-    totals = settled(RtpengineCliProbe(endpoints.host, RTPENGINE.cli_port),
+    totals = settled(RtpengineCliProbe(endpoints.host, CLI_PORT),
                      "rtpengine.sessions_own", 0)
     assert totals["rtpengine.managed_sessions"] == CALLS  # each INVITE made an offer
     assert totals["rtpengine.sessions_own"] == 0  # and none outlived its 486

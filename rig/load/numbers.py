@@ -1,0 +1,37 @@
+"""The summary's load block, from the driver's report or, after a crash, its counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def load_numbers(report: Any, snapshot: dict[str, float], seconds: float) -> dict[str, Any]:
+    if report is not None:
+        return {
+            "calls_attempted": report.calls_attempted,
+            "calls_completed": report.calls_completed,
+            "calls_failed": report.calls_failed,
+            "outcomes": dict(report.outcomes),
+            "cps": round(report.cps_achieved, 2),
+            "rtp_sent": report.rtp_sent,
+            "rtp_received": report.rtp_received,
+            "rtp_lost": report.rtp_lost,
+            "jitter_ms_max": report.jitter_ms_max,
+            "bursts": list(report.bursts),
+        }
+    completed = snapshot.get("load.calls_completed", 0.0)
+    failed = snapshot.get("load.calls_failed", 0.0)
+    active = snapshot.get("load.calls_active", 0.0)
+    return {
+        "calls_attempted": int(completed + failed + active),
+        "calls_completed": int(completed),
+        "calls_failed": int(failed),
+        "outcomes": {},
+        "cps": round((completed + failed) / seconds, 2) if seconds > 0 else 0.0,
+        "rtp_sent": int(snapshot.get("load.rtp_sent", 0)),
+        "rtp_received": int(snapshot.get("load.rtp_received", 0)),
+        "rtp_lost": None,
+        "jitter_ms_max": None,
+        "bursts": [],
+        "interrupted_by_crash": True,
+    }

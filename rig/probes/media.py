@@ -1,0 +1,55 @@
+"""Probes of any media relay over NG, and of the rig's own load counters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rig.probes import ProbeError
+
+NG_LIST_LIMIT = 100_000  # rtpengine lists 32 call-ids unless asked for more
+
+
+def call_ids(reply: dict[str, Any]) -> set[str]:
+    """Call-ids of an NG `list` reply (rtpengine sends bytes, the model relay text)."""
+    calls = reply.get("calls") or []
+    return {c.decode(errors="replace") if isinstance(c, bytes) else str(c) for c in calls}
+
+
+@dataclass
+class MediaSessionsProbe:
+    """`media.sessions` (the relay's NG `list`, for either relay) and `media.orphan_sessions`:
+    sessions of calls the rig saw end. Right after a call ends its delete may still be on the
+    way, so only the readings after the load (settle) say whether a session leaked."""
+
+    host: str
+    port: int
+    ended: Callable[[], set[str]]
+    timeout: float = 0.5
+    name: str = "media"
+    orphan_ids: set[str] | None = None
+
+    def read(self) -> dict[str, float]:
+        from rig.load.ng import ng_request
+
+        try:
+            reply = ng_request(self.host, self.port, {"command": "list",
+                                                      "limit": NG_LIST_LIMIT}, self.timeout)
+        except Exception as exc:
+            raise ProbeError(f"NG list: {exc}") from exc
+        ids = call_ids(reply)
+        self.orphan_ids = ids & self.ended()
+        return {"media.sessions": float(len(ids)),
+                "media.orphan_sessions": float(len(self.orphan_ids))}
+
+
+@dataclass
+class LoadProbe:
+    """The load driver's counters (calls, RTP) as samples beside the SUT's."""
+
+    snapshot: Callable[[], dict[str, float]]
+    name: str = "load"
+
+    def read(self) -> dict[str, float]:
+        return dict(self.snapshot())

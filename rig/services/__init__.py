@@ -1,0 +1,163 @@
+"""What each system under test is, one module per service, behind one Protocol.
+
+A service module declares in one place its scenario settings (a `Frozen` model under
+`services.<name>`), how it starts as a local process and as a container, its readiness
+check (inside the spec), its probes, its log-line parser, its role in the topology, the
+peaks the report compares and the counters whose ceiling a check enforces. The runner,
+the report, the matrix and the sweep ask the registry; adding a system under test is one
+module here (and its folder under containers/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import Any, Protocol
+
+from rig.errors import UsageError
+from rig.frozen import Frozen
+from rig.probes import Probe
+from rig.series import Event
+from rig.topology import Endpoints, RunningService, ServiceSpec
+
+ROLES = ("kernel", "media", "proxy")
+# The registry, in the order the report lists the services' peaks.
+MODULES: dict[str, str] = {
+    "kmod": "rig.services.kmod",
+    "relay": "rig.services.relay",
+    "rtpengine": "rig.services.rtpengine",
+    "kamailio": "rig.services.kamailio",
+}
+
+
+class ServiceSettings(Frozen):
+    """The keys every service takes under `services.<name>`."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class Peak:
+    """A counter whose peak runs are compared by; the label names the unit after dividing."""
+
+    counter: str
+    label: str
+    divisor: float = 1
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where one run's services live: the run's addresses and its host folders.
+
+    `state` is the kernel module's table folder (the kmod model's stand-in for
+    /proc/rtpengine), shared by the kernel and the media relay; `dir(name)` is a
+    service's own run folder (Kamailio's control socket, for one).
+    """
+
+    endpoints: Endpoints
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / "proc"
+
+    def dir(self, name: str) -> Path:
+        return self.root / name
+
+    def make(self) -> Site:
+        self.state.mkdir(parents=True, exist_ok=True)
+        for name in MODULES:
+            self.dir(name).mkdir(parents=True, exist_ok=True)
+        return self
+
+
+LogParser = Callable[[str, float], Event | None]
+
+
+class Service(Protocol):
+    """One system under test. `settings` is the value of the service's `settings_model`."""
+
+    name: str
+    role: str  # one of ROLES
+    settings_model: type[ServiceSettings]
+    requires: tuple[str, ...]  # services started before this one (the relay needs kmod)
+    ports: tuple[int, ...]  # fixed ports it binds on the run's host
+    peaks: tuple[Peak, ...]
+    ceilings: Mapping[str, str]  # counter -> the check whose limit is its ceiling
+    parse_log: LogParser | None  # (line, run start wall time) -> an event, else None
+    sip_port: int | None  # where a proxy takes the rig's calls
+    matrix_counter: Peak | None  # what `rig matrix` compares across cells, peak and last
+
+    def local_spec(self, settings: Any, site: Site, source: Path) -> ServiceSpec:
+        """A process on this machine; `source` is the (patched) copy of its folder."""
+        ...
+
+    def container_spec(self, settings: Any, site: Site, image: str) -> ServiceSpec:
+        """The same service in `image` on the host network."""
+        ...
+
+    def probes(self, settings: Any, site: Site, running: RunningService) -> list[Probe]:
+        ...
+
+
+def service(name: str) -> Service:
+    """The service called `name`; an unknown name lists the known ones."""
+    if name not in MODULES:
+        raise UsageError(f"unknown service {name!r} (allowed: {', '.join(MODULES)})")
+    found: Service = import_module(MODULES[name]).SERVICE
+    return found
+
+
+def all_services() -> list[Service]:
+    return [service(name) for name in MODULES]
+
+
+def names_with_role(role: str) -> tuple[str, ...]:
+    return tuple(s.name for s in all_services() if s.role == role)
+
+
+def role_of(name: str) -> str:
+    return service(name).role if name in MODULES else name
+
+
+def compared_peaks() -> list[Peak]:
+    """Every service's compared peaks, each counter once, in registry order."""
+    seen: dict[str, Peak] = {}
+    for svc in all_services():
+        for peak in svc.peaks:
+            seen.setdefault(peak.counter, peak)
+    return list(seen.values())
+
+
+def matrix_counters() -> list[Peak]:
+    return [svc.matrix_counter for svc in all_services() if svc.matrix_counter is not None]
+
+
+def ceiling_check(counter: str) -> str | None:
+    """The check whose limit is `counter`'s ceiling (kmod.pins: pins_below_ceiling)."""
+    for svc in all_services():
+        if counter in svc.ceilings:
+            return svc.ceilings[counter]
+    return None
+
+
+def service_ports() -> list[int]:
+    return sorted({port for svc in all_services() for port in svc.ports})
+
+
+def start_order(names: Sequence[str]) -> tuple[str, ...]:
+    """`names` with each one's requirements before it, each once."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        for dep in service(name).requires:
+            visit(dep)
+        if name not in order:
+            order.append(name)
+
+    for name in names:
+        visit(name)
+    return tuple(order)
