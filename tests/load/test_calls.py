@@ -17,6 +17,9 @@ from rig.load.calls import VANISH_NOTICE_S, CallResult, CallSpec, SipTimers, Uac
 from rig.load.sip import SipMessage, build_response, parse_message
 from rig.topology.loopback import block_host
 
+# SIP timers and exact counts under load: one worker at a time (the timing group)
+pytestmark = pytest.mark.timing
+
 UAC_HOST, UAS_HOST, PEER_HOST = block_host("3.1"), block_host("3.2"), block_host("3.3")
 FAST = SipTimers(t1=0.05, t2=0.2, timeout=3.0)  # short T1; a generous bound for a busy CI box
 GIVE_UP_SOON = SipTimers(t1=0.05, t2=0.2, timeout=1.0)

@@ -34,6 +34,9 @@ from rig.load.sdp import media_address, shape_differences
 from rig.load.sip import Leg, build_request, parse_message
 from rig.topology.loopback import block_host
 
+# SIP timers and exact counts under load: one worker at a time (the timing group)
+pytestmark = pytest.mark.timing
+
 HOST = block_host("3.1")
 FAST = SipTimers(t1=0.05, t2=0.2, timeout=3.0)
 MIX = {"answered": 0.55, "busy": 0.15, "cancel": 0.15, "no_answer": 0.15}
