@@ -52,7 +52,10 @@ def test_the_size_cap_keeps_the_first_and_the_last_packets(tmp_path: Path) -> No
     assert block["truncated"] and block["dropped_middle"] > 0, block
     assert path.stat().st_size == block["bytes"] <= 0.05 * 1024 * 1024
     times = [d.t for d in read_datagrams(path)]
-    assert times == sorted(times) and len(times) == block["written"]
+    assert len(times) == block["written"]
+    # Loopback packets sent from two CPUs can carry kernel timestamps a few µs out of
+    # order; a tail written out of order would be off by whole packet intervals.
+    assert all(later >= earlier - 0.001 for earlier, later in zip(times, times[1:]))
 
 
 def test_capture_off_writes_no_capture(tmp_path: Path) -> None:
