@@ -43,9 +43,12 @@ Log = Callable[[str, str], None]
 @dataclass(frozen=True)
 class Hooks:
     """Test hooks; `after_no_room` runs after a thread found no room anywhere, before it
-    makes a shard (so a test can line threads up at the fill cliff)."""
+    makes a shard (so a test can line threads up at the fill cliff); `before_insert` runs
+    when a thread is about to put its new, pinned shard into a slot (so a test can hold it
+    there while others allocate)."""
 
     after_no_room: Callable[[], None] | None = None
+    before_insert: Callable[[], None] | None = None
 
 
 def fatal_pin_failure(err: Exception) -> None:
@@ -250,6 +253,8 @@ class BufferPool:
         return Shard(buffer, address, self.shard_size)
 
     def _insert(self, shard: Shard) -> None:
+        if self._hooks.before_insert is not None:
+            self._hooks.before_insert()
         for index, slot in enumerate(self._slots):
             if slot.load() is None and slot.compare_and_swap(None, shard):
                 shard.slot = index
