@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import reprlib
+
 
 class RigError(Exception):
     """Base of every error the rig raises on purpose."""
@@ -31,3 +33,21 @@ class InfraError(RigError):
 
 class UnsafeTargetError(UsageError):
     """Traffic would leave loopback and the rig's own containers."""
+
+
+QUOTE_LIMIT = 100
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """repr() of a value for an error message, at most about `limit` characters.
+
+    Built by reprlib, which stops at a few items and levels, so a value of 10^8 shared
+    elements costs no more to quote than a short one."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, limit, limit, limit
+    return shorten(short.repr(value), limit)
+
+
+def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text`, cut to `limit` characters with "..." when longer."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

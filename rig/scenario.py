@@ -13,13 +13,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen, MultipleOf
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
+from rig.boundedyaml import MAX_BYTES, MAX_DEPTH, YamlRefused, load_bounded
 from rig.checks import CHECKS
-from rig.errors import ScenarioError
+from rig.errors import ScenarioError, quote, shorten
 from rig.frozen import Frozen
 
 SCHEMA_PATH = Path(__file__).with_name("scenario.schema.json")
@@ -223,16 +223,22 @@ def load_scenario(path: Path, overrides: Sequence[str] = ()) -> Scenario:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a scenario file, within rig.boundedyaml's limits."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ScenarioError(f"{path}: cannot read: {err}") from None
+        raise ScenarioError(f"{path}: cannot read: {shorten(str(err))}") from None
+    if len(raw) > MAX_BYTES:
+        raise ScenarioError(f"{path}: larger than {MAX_BYTES} bytes "
+                            f"(allowed: at most {MAX_BYTES} bytes)")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"{path}: {yaml_problem(err)}") from None
+        data = load_bounded(text)
+    except YamlRefused as err:
+        raise ScenarioError(f"{path}: {err}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -243,25 +249,21 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def yaml_problem(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
-    return f"{where}invalid YAML: {problem}"
-
-
 def parse_override(path: Path, override: str) -> tuple[list[str], Any]:
     """`load.cps=50` -> (["load", "cps"], 50); the value is read as YAML (flow style)."""
     key, sep, raw = override.partition("=")
     parts = key.strip().split(".")
     if not sep or not all(p.strip() for p in parts):
         raise ScenarioError(
-            f"{path}: --set {override!r}: expected KEY.PATH=VALUE (e.g. load.cps=50)"
+            f"{path}: --set {quote(override)}: expected KEY.PATH=VALUE (e.g. load.cps=50)"
         )
+    if len(parts) > MAX_DEPTH:
+        raise ScenarioError(f"{path}: --set {shorten(key)}: nested too deep "
+                            f"(allowed: at most {MAX_DEPTH} levels)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"{path}: --set {key}: {yaml_problem(err)}") from None
+        value = load_bounded(raw) if raw.strip() else None
+    except YamlRefused as err:
+        raise ScenarioError(f"{path}: --set {shorten(key)}: {err}") from None
     return [p.strip() for p in parts], value
 
 
@@ -273,7 +275,8 @@ def set_path(path: Path, data: dict[str, Any], key: list[str], value: Any) -> No
             child = node[part] = {}
         if not isinstance(child, dict):
             where = ".".join(key[: depth + 1])
-            raise ScenarioError(f"{path}: --set {'.'.join(key)}: {where} is not a mapping")
+            raise ScenarioError(
+                f"{path}: --set {shorten('.'.join(key))}: {shorten(where)} is not a mapping")
         node = child
     node[key[-1]] = value
 
@@ -285,7 +288,7 @@ def describe_errors(path: Path, err: ValidationError) -> str:
     errors = err.errors()
     first = errors[0]
     loc = [str(p) for p in first["loc"]]
-    where = ".".join(loc) or "(top level)"
+    where = shorten(".".join(loc)) or "(top level)"
     line = f"{path}: {where}: {what_is_wrong(first)}"
     allowed = allowed_for(first, loc)
     if allowed:
@@ -302,16 +305,16 @@ def what_is_wrong(error: Any) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind in {"dict_type", "model_type", "model_attributes_type"}:
-        return f"expected a mapping, got {value!r}"
+        return f"expected a mapping, got {quote(value)}"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         expected = str(error["msg"]).removeprefix("Input should be ")
-        return f"expected {expected}, got {value!r}"
+        return f"expected {expected}, got {quote(value)}"
     if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal",
                 "multiple_of", "too_short", "too_long", "string_too_short", "string_too_long"}:
-        return f"{value!r} is out of range"
+        return f"{quote(value)} is out of range"
     if kind in {"literal_error", "string_pattern_mismatch"}:
-        return f"{value!r} is not allowed"
-    return str(error["msg"]).removeprefix("Value error, ")
+        return f"{quote(value)} is not allowed"
+    return shorten(str(error["msg"]).removeprefix("Value error, "), 200)
 
 
 def allowed_for(error: Any, loc: list[str]) -> str:

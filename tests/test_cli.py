@@ -89,3 +89,16 @@ def test_images_of_an_unknown_service_names_it_and_the_known_ones(capsys, monkey
     assert code == 2
     assert "kamailo" in err and "kamailio" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["file", "set"])
+def test_ten_thousand_nested_brackets_are_one_line_exit_2(capsys, tmp_path: Path, where):
+    deep = "[" * 10_000
+    scenario = tmp_path / "deep.yaml"
+    scenario.write_text(PIN_RACE.read_text() + (f"\ndescription: {deep}\n" if where == "file"
+                                                 else ""))
+    extra = ["--set", f"description={deep}"] if where == "set" else []
+    code, _, err = run_cli(capsys, "check", str(scenario), *extra)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "nested too deep" in err
+    assert len(err) < 300

@@ -238,3 +238,48 @@ def test_schema_knows_every_check_and_forbids_unknown_keys():
     assert schema["additionalProperties"] is False
     checks_ref = schema["properties"]["checks"]["$ref"].split("/")[-1]
     assert set(schema["$defs"][checks_ref]["properties"]) == set(CHECKS)
+
+
+# -- hostile input: bounded, and quoted short ---------------------------------------------
+
+
+def test_ten_thousand_nested_brackets_in_a_file(tmp_path):
+    message = error_of(write(tmp_path, MINIMAL + "description: " + "[" * 10_000 + "\n"))
+    assert message == "line 5 column 45: nested too deep (allowed: at most 32 levels)"
+
+
+def test_ten_thousand_nested_brackets_in_a_set_value(tmp_path):
+    message = error_of(write(tmp_path, MINIMAL), ("description=" + "[" * 10_000,))
+    assert message.startswith("--set description: line 1 column ")
+    assert "nested too deep" in message
+
+
+def test_the_anchor_bomb_in_a_scenario(tmp_path):
+    bomb = "\n".join(
+        ["description:", "  - &a0 [" + ",".join(["lol"] * 10) + "]"]
+        + [f"  - &a{n} [" + ",".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 9)])
+    message = error_of(write(tmp_path, MINIMAL + bomb + "\n"))
+    assert "values with aliases expanded" in message and len(message) < 200
+
+
+def test_a_file_past_the_size_limit(tmp_path):
+    message = error_of(write(tmp_path, MINIMAL + "#" * 300_000 + "\n"))
+    assert message.startswith("larger than ") and "bytes" in message
+
+
+def test_a_set_key_nested_too_deep(tmp_path):
+    message = error_of(write(tmp_path, MINIMAL), (".".join(["a"] * 1000) + "=1",))
+    assert "nested too deep" in message and len(message) < 200
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["name=" + "X" * 5000,
+     "description=[" + ", ".join(str(n) for n in range(5000)) + "]",
+     "load.rtp.codec=" + "G" * 5000,
+     "load=" + "q" * 5000,
+     "load." + "k" * 5000 + "=1"],
+)
+def test_errors_quote_at_most_about_a_hundred_characters_of_a_value(tmp_path, override):
+    message = error_of(write(tmp_path, MINIMAL), (override,))
+    assert len(message) < 300, message

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rig.clock import Clock, SystemClock
 from rig.errors import InfraError, UsageError
 from rig.runner import RunOutcome, RunRequest
+from rig.scenario import read_yaml
 
 BASELINE_SCHEMA = 1
 DEFAULT_TOLERANCE = 0.10
@@ -113,12 +112,7 @@ def read_scenario_info(path: Path) -> ScenarioInfo:
     """Name and whether it fires bursts; full validation is the runner's job."""
     if not path.is_file():
         raise UsageError(f"scenario not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: a scenario must be a mapping")
+    data = read_yaml(path)  # the limits of every scenario file; a mapping or ScenarioError
     raw = data.get("name")
     name = raw if isinstance(raw, str) else path.stem
     return ScenarioInfo(path, name, data.get("bursts") is not None)
