@@ -6,7 +6,8 @@ The same parser serves the real module and the model, so it is tested on both la
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rig.probes import ProbeError
@@ -51,6 +52,7 @@ class KmodStatusProbe:
 
     status_path: Path
     name: str = "kmod"
+    constants: Mapping[str, float] = field(default_factory=dict)  # added to every reading
 
     @classmethod
     def for_table(cls, root: Path, table: int) -> KmodStatusProbe:
@@ -65,4 +67,4 @@ class KmodStatusProbe:
             values = parse_kmod_status(text)
         except ValueError as exc:
             raise ProbeError(f"{self.status_path}: {exc}") from exc
-        return {f"kmod.{k}": float(v) for k, v in values.items()}
+        return {**{f"kmod.{k}": float(v) for k, v in values.items()}, **self.constants}

@@ -1,5 +1,6 @@
-"""Lines of service logs that are events: the relay's make_shard lines and its CRIT line,
-and rtpengine's make_shard instrumentation line where a user's build has it.
+"""Lines of service logs that are events: the relay's make_shard lines, its CRIT line and
+the kernel's refusal of a forwarding target, and rtpengine's make_shard instrumentation
+line where a user's build has it.
 
 `parse_relay_line` and `parse_rtpengine_line` are pure; `LogFollower` tails a growing log
 file on a thread.
@@ -16,13 +17,16 @@ from pathlib import Path
 from rig.series import Event
 
 PREFIX = re.compile(r"^\[(?P<ts>\d+(?:\.\d+)?)\]\s+(?P<level>[A-Z]+):\s+\[(?P<thread>[^\]]*)\]\s+")
+# rtpengine's wording when the module refuses a target; the relay logs it the same way
+KERNEL_REFUSED = "Failed to push relay stream to kernel: "
 MAKE_SHARD = re.compile(
     r"make_shard num=(?P<num>\d+) full=(?P<full>\d+) space=(?P<space>\d+) thread=(?P<thread>\S+)"
 )
 
 
 def parse_relay_line(line: str, run_started_wall: float) -> Event | None:
-    """An event for a make_shard or CRIT line, timed in run seconds; None for other lines."""
+    """An event for a make_shard, CRIT or refused-target line, timed in run seconds; None for
+    other lines."""
     prefix = PREFIX.match(line)
     if not prefix:
         return None
@@ -34,6 +38,9 @@ def parse_relay_line(line: str, run_started_wall: float) -> Event | None:
     if shard:
         data = {k: int(shard[k]) for k in ("num", "full", "space")}
         return Event(t=t, kind="make_shard", data={**data, "thread": shard["thread"]})
+    if text.startswith(KERNEL_REFUSED):
+        return Event(t=t, kind="kernel_refused", data={
+            "reason": text[len(KERNEL_REFUSED):], "thread": prefix["thread"]})
     return None
 
 

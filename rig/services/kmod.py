@@ -24,6 +24,8 @@ SOURCES_IN_IMAGE = Path("/opt/rig")
 class KmodSettings(ServiceSettings):
     source: str = Field(default="containers/kmod", min_length=1,
                         description="folder of the service, from the repo root")
+    max_targets: int = Field(default=65536, ge=1, le=10_000_000, description=(
+        "forwarding targets a table holds before kmod refuses one with ENOMEM"))
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class Kmod:
     def local_spec(self, settings: Any, site: Site, source: Path) -> ServiceSpec:
         return ServiceSpec(
             name="kmod",
-            argv=[sys.executable, str(source / "kmod.py"), "--dir", str(site.state)],
+            argv=[sys.executable, str(source / "kmod.py"), "--dir", str(site.state),
+                  "--max-targets", str(settings.max_targets)],
             ready=UnixSocketAccepts(site.state / "control.sock"),
         )
 
@@ -57,7 +60,10 @@ class Kmod:
     def probes(self, settings: Any, site: Site, running: RunningService) -> list[Probe]:
         from rig.probes.kmod import KmodStatusProbe
 
-        return [KmodStatusProbe.for_table(site.state, site.endpoints.table)]
+        # the status file does not show the limit (the real module has none; it runs out of
+        # memory): the model's configured one is a counter, a ceiling `tracks` can name
+        probe = KmodStatusProbe.for_table(site.state, site.endpoints.table)
+        return [replace(probe, constants={"kmod.max_targets": float(settings.max_targets)})]
 
 
 SERVICE = Kmod()

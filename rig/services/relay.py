@@ -38,6 +38,8 @@ class RelaySettings(ServiceSettings):
     shard_size: int = Field(
         default=65536, ge=PAGE, le=16 * 1024 * 1024, multiple_of=PAGE, description="bytes per shard"
     )
+    timeout: float = Field(default=60, ge=0, le=86400, description=(
+        "seconds without signal or RTP after which the relay closes a call itself (0: never)"))
 
 
 def phantoms(series: Series) -> list[tuple[float, float]]:
@@ -78,6 +80,7 @@ class Relay:
                 "--shard-size", str(settings.shard_size),
                 "--kmod", str(site.state),
                 "--table", str(endpoints.table),
+                "--timeout", f"{settings.timeout:g}",
             ],
             ready=NgPing(endpoints.host, endpoints.ng_port),
         )

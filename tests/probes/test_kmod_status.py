@@ -48,6 +48,16 @@ def test_probe_prefixes_counters(tmp_path: Path):
     assert values["kmod.memory"] == 83886080.0
 
 
+def test_the_models_limits_come_with_every_reading(tmp_path: Path):
+    from dataclasses import replace
+
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "status").write_text(REAL_STATUS)
+    probe = replace(KmodStatusProbe.for_table(tmp_path, 0), constants={"kmod.max_targets": 20.0})
+    values = probe.read()
+    assert values["kmod.max_targets"] == 20.0 and values["kmod.targets"] == 37.0
+
+
 def test_probe_reports_a_missing_file(tmp_path: Path):
     with pytest.raises(ProbeError, match="status"):
         KmodStatusProbe.for_table(tmp_path, 3).read()

@@ -25,6 +25,14 @@ def test_crit_line_is_kept_whole():
     assert event.t == 3.0
 
 
+def test_a_refused_target_is_an_event_with_the_reason():
+    line = ("[1700000004.250000] ERR: [worker-1] Failed to push relay stream to kernel: "
+            "error ENOMEM table holds 20 targets")
+    event = parse_relay_line(line, START)
+    assert event == Event(t=4.25, kind="kernel_refused", data={
+        "reason": "error ENOMEM table holds 20 targets", "thread": "worker-1"})
+
+
 def test_other_lines_are_not_events():
     assert parse_relay_line("[1700000003.0] INFO: [ng] offer call-id=x", START) is None
     assert parse_relay_line("garbage", START) is None
