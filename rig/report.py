@@ -165,7 +165,7 @@ def plot_load(series: Series, events: Sequence[Event], summary: Mapping[str, Any
 def plot_run(folder: Path) -> list[Path]:
     """Draw the run's PNGs into <folder>/plots/ and return their paths."""
     folder = Path(folder)
-    summary = read_summary(folder)
+    summary = read_summary(folder).to_json()
     series, events = read_series(folder), read_events(folder)
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
@@ -302,7 +302,7 @@ def comparison(folders: Sequence[Path], summaries: Sequence[Mapping[str, Any]]) 
 def html_report(folders: Sequence[Path], out: Path) -> Path:
     """Write one self-contained HTML file for the given run folders; returns its path."""
     folders = [Path(f) for f in folders]
-    summaries = [read_summary(f) for f in folders]
+    summaries = [read_summary(f).to_json() for f in folders]
     for folder in folders:
         if not any((folder / "plots").glob("*.png")) and (folder / "series.csv").is_file():
             plot_run(folder)
@@ -334,7 +334,7 @@ def report_runs(folders: Sequence[Path], out: Path | None = None
     for folder in folders:
         if not (folder / "summary.json").is_file():
             raise UsageError(f"not a run folder (no summary.json): {folder}")
-    summaries = [read_summary(folder) for folder in folders]
+    summaries = [read_summary(folder).to_json() for folder in folders]
     for folder in folders:
         plot_run(folder)
     default = folders[0] / "report.html" if len(folders) == 1 else Path("results/compare.html")

@@ -10,8 +10,8 @@ a counter no earlier sample had, the file is rewritten once with the wider heade
 rows get empty cells, which read back as "absent"). New counters are rare (a probe that
 starts answering late), so a rewrite costs little and the file is always plain CSV.
 
-`build_summary` is pure: values in, a JSON-ready dict out, in the shape of
-`summary.schema.json` (generated from the models below by `write_summary_schema`).
+`build_summary` is pure: values in, a `Summary` (rig/summary.py) out; `read_summary` reads
+one back, migrating older versions.
 """
 
 from __future__ import annotations
@@ -28,14 +28,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from rig.checks import RunWindow, Verdict
 from rig.errors import UsageError
 from rig.series import Event, Sample, Series
+from rig.summary import (
+    BurstNumbers,
+    Capture,
+    CheckEntry,
+    CounterStats,
+    Diagnosis,
+    Environment,
+    LoadNumbers,
+    Summary,
+    Sut,
+    Timing,
+    load_summary,
+)
 
-SCHEMA_VERSION = 1
-SUMMARY_SCHEMA_PATH = Path(__file__).with_name("summary.schema.json")
 SUMMARY, SERIES, EVENTS = "summary.json", "series.csv", "events.jsonl"
 
 
@@ -65,7 +75,7 @@ class RunFolder:
         for sub in ("logs", "plots"):
             (path / sub).mkdir(parents=True, exist_ok=True)
         folder = cls(path)
-        write_json_atomic(path / SUMMARY, incomplete_summary(run_id))
+        write_json_atomic(path / SUMMARY, incomplete_summary(run_id).to_json())
         return folder
 
     def append_sample(self, sample: Sample) -> None:
@@ -102,8 +112,8 @@ class RunFolder:
             f.write(line + "\n")
             f.flush()
 
-    def finish(self, summary: Mapping[str, Any]) -> Path:
-        return write_json_atomic(self.path / SUMMARY, summary)
+    def finish(self, summary: Summary) -> Path:
+        return write_json_atomic(self.path / SUMMARY, summary.to_json())
 
 
 def format_number(value: float) -> str:
@@ -127,8 +137,8 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
-def incomplete_summary(run_id: str) -> dict[str, Any]:
-    return {"schema_version": SCHEMA_VERSION, "run_id": run_id, "verdict": "incomplete"}
+def incomplete_summary(run_id: str) -> Summary:
+    return Summary(run_id=run_id, verdict="incomplete")
 
 
 def new_run_id(scenario_name: str, now: float, suffix: str | None = None) -> str:
@@ -181,15 +191,9 @@ def read_events(folder: Path) -> list[Event]:
     return events
 
 
-def read_summary(folder: Path) -> dict[str, Any]:
-    path = _require(folder, SUMMARY)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise UsageError(f"{path}: not JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: not a JSON object")
-    return data
+def read_summary(folder: Path) -> Summary:
+    """summary.json of a run folder, of any version this rig knows (see rig/summary.py)."""
+    return load_summary(_require(folder, SUMMARY))
 
 
 # -- the summary (pure) ------------------------------------------------------------------
@@ -208,11 +212,11 @@ def checks_side_by_side(
             for name in names]
 
 
-def counter_stats(series: Series) -> dict[str, dict[str, float]]:
+def counter_stats(series: Series) -> dict[str, CounterStats]:
     stats = {}
     for name in series.names():
         values = series.values(name)
-        stats[name] = {"first": values[0], "peak": max(values), "last": values[-1]}
+        stats[name] = CounterStats(first=values[0], peak=max(values), last=values[-1])
     return stats
 
 
@@ -256,7 +260,9 @@ def clean_number(value: Any) -> Any:
     return value
 
 
-def overall_verdict(verdicts: Sequence[Verdict], error: str | None) -> str:
+def overall_verdict(
+    verdicts: Sequence[Verdict], error: str | None
+) -> Literal["pass", "fail", "error"]:
     if error is not None:
         return "error"
     return "pass" if verdicts and all(v.passed for v in verdicts) else "fail"
@@ -275,38 +281,41 @@ def build_summary(
     environment: Mapping[str, Any] | None = None,
     error: str | None = None,
     window: RunWindow | None = None,
-) -> dict[str, Any]:
+    capture: Mapping[str, Any] | None = None,
+) -> Summary:
     """summary.json as data. `scenario` is a Scenario (or its dict); `error` (an
     infrastructure failure) makes the verdict "error" whatever the checks said; with the
     run's `window` the summary carries the diagnosis (race or growth, time to the ceiling,
     allocation sites)."""
     scenario_dict = scenario.to_dict() if hasattr(scenario, "to_dict") else dict(scenario)
-    summary: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "scenario": scenario_dict,
-        "verdict": overall_verdict(verdicts, error),
-        "checks": [
-            {"name": v.name, "passed": v.passed, "observed": clean_number(v.observed),
-             "limit": clean_number(v.limit), "detail": v.detail,
-             **({"diagnosis": v.diagnosis} if v.diagnosis is not None else {})}
-            for v in verdicts
-        ],
-        "sut": {"commit": sut.get("commit", "unknown"), "patches": list(sut.get("patches", ())),
-                **{k: v for k, v in sut.items() if k not in ("commit", "patches")}},
-        "counters": counter_stats(series),
-        "load": load_block(load),
-        "bursts": burst_stats(list(events)),
-        "timing": timing_block(timing),
-        "environment": dict(environment) if environment is not None else environment_info(),
-    }
+    diagnosis = None
     if window is not None:
         from rig.diagnosis.summary import diagnosis_block
 
-        summary["diagnosis"] = diagnosis_block(series, list(events), window, scenario_dict)
-    if error is not None:
-        summary["error"] = error
-    return summary
+        diagnosis = Diagnosis.model_validate(
+            diagnosis_block(series, list(events), window, scenario_dict))
+    return Summary(
+        run_id=run_id,
+        scenario=scenario_dict,
+        verdict=overall_verdict(verdicts, error),
+        checks=[CheckEntry(name=v.name, passed=v.passed, observed=clean_number(v.observed),
+                           limit=clean_number(v.limit), detail=v.detail,
+                           diagnosis=v.diagnosis)
+                for v in verdicts],
+        sut=Sut.model_validate({"commit": sut.get("commit", "unknown"),
+                                "patches": list(sut.get("patches", ())),
+                                **{k: v for k, v in sut.items()
+                                   if k not in ("commit", "patches")}}),
+        counters=counter_stats(series),
+        load=LoadNumbers.model_validate(load_block(load)),
+        bursts=BurstNumbers.model_validate(burst_stats(list(events))),
+        timing=Timing.model_validate(timing_block(timing)),
+        environment=Environment.model_validate(
+            dict(environment) if environment is not None else environment_info()),
+        diagnosis=diagnosis,
+        capture=None if capture is None else Capture.model_validate(dict(capture)),
+        error=error,
+    )
 
 
 def timing_block(timing: Mapping[str, Any]) -> dict[str, Any]:
@@ -328,166 +337,3 @@ def utc(epoch: float) -> str:
 def environment_info() -> dict[str, Any]:
     return {"python": platform.python_version(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "hostname": platform.node()}
-
-
-# -- the summary's JSON Schema -----------------------------------------------------------
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-Number = float | int | None
-
-
-class CheckEntry(_Closed):
-    name: str
-    passed: bool
-    observed: float | int | str | None
-    limit: float | int | str | None
-    detail: str
-    diagnosis: str | None = None
-
-
-class Sut(_Open):
-    commit: str
-    patches: list[str]
-
-
-class CounterStats(_Closed):
-    first: float
-    peak: float
-    last: float
-
-
-class LoadNumbers(_Open):
-    calls_attempted: Number
-    calls_completed: Number
-    calls_failed: Number
-    cps: Number
-    rtp_sent: Number
-    rtp_received: Number
-    rtp_lost: Number
-
-
-class BurstNumbers(_Closed):
-    count: int = Field(ge=0)
-    spread_p50_us: Number
-    spread_p99_us: Number
-    spread_max_us: Number
-
-
-class Timing(_Open):
-    started: float | None = None
-    finished: float | None = None
-    duration_s: float | None = None
-
-
-class Environment(_Open):
-    python: str
-    platform: str
-    cpus: int | None
-    hostname: str
-
-
-class RaceNumbers(_Closed):
-    calls: int
-    threads: int
-    window_ms: float
-    concurrent_clusters: int
-    racing_clusters: int
-    phantom_calls: int
-    verdict: Literal["race", "growth"]
-
-
-class PinStepEntry(_Closed):
-    t: float
-    before: float
-    after: float
-
-
-class CeilingEtaEntry(_Closed):
-    ceiling: float
-    hours: float | None
-    hours_low: float | None
-    hours_high: float | None
-
-
-class ProjectionNumbers(_Closed):
-    counter: str
-    bursts_per_hour: float
-    warmup_s: float
-    bursts_fitted: int
-    start: float
-    last: float
-    per_burst: float
-    per_burst_se: float | None
-    per_hour: float
-    ceilings: list[CeilingEtaEntry]
-    text: str
-
-
-class SiteEntry(_Closed):
-    count: int | None
-    bytes: int
-    bytes_per_shard: float | None
-
-
-class SiteHistogram(_Closed):
-    t: float
-    pins: int | None
-    shards: int | None
-    sites: dict[str, SiteEntry]
-
-
-class AllocationSites(_Closed):
-    shard_size: int | None
-    at_peak: SiteHistogram
-    at_load_stop: SiteHistogram
-    at_pin_steps: list[SiteHistogram]
-
-
-class Diagnosis(_Closed):
-    """Why it failed: race or growth, pin steps, time to the ceiling, what fills the shards."""
-
-    make_shard: RaceNumbers | None
-    pin_steps: list[PinStepEntry]
-    projection: ProjectionNumbers | None
-    allocation_sites: AllocationSites | None
-
-
-class Summary(_Open):
-    """summary.json of a finished run (an unfinished one has only run_id and verdict)."""
-
-    schema_version: Literal[1]
-    run_id: str
-    scenario: dict[str, Any]
-    verdict: Literal["pass", "fail", "error"]
-    checks: list[CheckEntry]
-    sut: Sut
-    counters: dict[str, CounterStats]
-    load: LoadNumbers
-    bursts: BurstNumbers
-    timing: Timing
-    environment: Environment
-    diagnosis: Diagnosis | None = None
-    error: str | None = None
-
-
-def summary_schema() -> dict[str, Any]:
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            **Summary.model_json_schema()}
-
-
-def write_summary_schema(path: Path = SUMMARY_SCHEMA_PATH) -> Path:
-    path.write_text(json.dumps(summary_schema(), indent=2, sort_keys=True) + "\n",
-                    encoding="utf-8")
-    return path
-
-
-if __name__ == "__main__":
-    print(write_summary_schema())

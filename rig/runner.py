@@ -360,12 +360,12 @@ class Run:
             },
             environment=environment(),
             window=window,
+            capture=self.capture.summary(),
         )
-        summary["capture"] = self.capture.summary()
         folder.finish(summary)
         plot_run(folder.path)
         html_report([folder.path], folder.path / "report.html")
-        return RunOutcome(folder.path, summary["verdict"], summary)
+        return RunOutcome(folder.path, summary.verdict, summary.to_json())
 
 
 async def drive_until_crash(

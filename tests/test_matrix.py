@@ -71,7 +71,7 @@ def summary(verdict: str, cps: float, shm: list[float], passed: bool = True) -> 
         "load": {"cps": cps, "calls_completed": 100},
         "counters": {"kamailio.shm_used": {"first": shm[0], "peak": shm[1], "last": shm[2]}},
         "checks": [{"name": "no_orphan_sessions", "passed": passed,
-                    "observed": 0 if passed else 4}],
+                    "observed": 0 if passed else 4, "limit": 0}],
     }
 
 
@@ -107,7 +107,7 @@ def fake_runs(verdicts: dict[str, str]):
         seen.append(request)
         manager = request.overrides[-1].split("=")[1]
         data = summary(verdicts[manager], 20.0, [1.0, 2.0, 1.0], verdicts[manager] == "pass")
-        data.update(run_id=request.out.name, scenario={"name": "session-leak"},
+        data.update(schema_version=2, run_id=request.out.name, scenario={"name": "session-leak"},
                     sut={"commit": "x", "patches": []}, bursts={}, timing={}, environment={})
         request.out.mkdir(parents=True)
         (request.out / "summary.json").write_text(json.dumps(data))

@@ -9,7 +9,7 @@ import pytest
 
 from rig.checks import Verdict
 from rig.report import comparison, html_report, plot_run
-from rig.results import RunFolder, build_summary, read_events, read_series
+from rig.results import RunFolder, build_summary, incomplete_summary, read_events, read_series
 from rig.series import Event, Sample
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -101,7 +101,7 @@ def test_plot_run_writes_sensible_pngs(stock: Path):
 def test_plot_run_copes_with_a_run_that_measured_nothing(tmp_path: Path):
     folder = RunFolder.create(tmp_path, "empty")
     folder.append_sample(Sample(0.0, {}))
-    folder.finish({"schema_version": 1, "verdict": "incomplete"})
+    folder.finish(incomplete_summary("empty"))
     for path in plot_run(folder.path):
         png_size(path)
 

@@ -10,9 +10,7 @@ import pytest
 from rig.checks import Verdict
 from rig.errors import UsageError
 from rig.results import (
-    SUMMARY_SCHEMA_PATH,
     RunFolder,
-    Summary,
     build_summary,
     burst_stats,
     checks_side_by_side,
@@ -20,9 +18,9 @@ from rig.results import (
     read_events,
     read_series,
     read_summary,
-    write_summary_schema,
 )
 from rig.series import Event, Sample, Series
+from rig.summary import SUMMARY_SCHEMA_PATH, CheckEntry, CounterStats, Summary, write_summary_schema
 
 SCENARIO = {"name": "pin-race", "duration": 20}
 
@@ -31,7 +29,7 @@ def test_create_makes_the_layout_and_says_incomplete(tmp_path):
     folder = RunFolder.create(tmp_path, "run-1")
     assert folder.path == tmp_path / "run-1"
     assert folder.logs_dir.is_dir() and folder.plots_dir.is_dir()
-    assert read_summary(folder.path)["verdict"] == "incomplete"
+    assert read_summary(folder.path).verdict == "incomplete"
 
 
 def test_create_refuses_a_folder_that_holds_a_run(tmp_path):
@@ -104,8 +102,8 @@ def test_reading_something_that_is_not_a_run_folder(tmp_path):
 
 def test_finish_replaces_the_summary_and_leaves_no_temp_file(tmp_path):
     folder = RunFolder.create(tmp_path, "r")
-    folder.finish({"schema_version": 1, "verdict": "pass"})
-    assert read_summary(folder.path)["verdict"] == "pass"
+    folder.finish(make_summary())
+    assert read_summary(folder.path).verdict == "pass"
     assert sorted(p.name for p in folder.path.iterdir()) == ["logs", "plots", "summary.json"]
 
 
@@ -146,33 +144,33 @@ def make_summary(**changes):
 
 def test_summary_blocks():
     summary = make_summary()
-    assert summary["schema_version"] == 1
-    assert summary["verdict"] == "pass"
-    assert summary["counters"]["kmod.pins"] == {"first": 0, "peak": 5, "last": 4}
-    assert summary["checks"][1] == {"name": "pins_below_ceiling", "passed": True,
-                                    "observed": 5, "limit": 16, "detail": "peak 5"}
-    assert summary["load"]["calls_completed"] == 9 and "bursts" not in summary["load"]
-    assert summary["load"]["outcomes"] == {"busy": 1}
-    assert summary["bursts"]["count"] == 4
-    assert summary["timing"]["started_utc"] == "2026-11-22T03:15:00Z"
-    assert summary["sut"]["patches"] == ["relay-recheck-after-pin.patch"]
-    json.dumps(summary, allow_nan=False)
+    assert summary.schema_version == 2
+    assert summary.verdict == "pass"
+    assert summary.counters["kmod.pins"] == CounterStats(first=0, peak=5, last=4)
+    assert summary.checks[1] == CheckEntry(name="pins_below_ceiling", passed=True, observed=5,
+                                           limit=16, detail="peak 5")
+    assert summary.load.calls_completed == 9 and "bursts" not in summary.to_json()["load"]
+    assert summary.load.outcomes == {"busy": 1}
+    assert summary.bursts.count == 4
+    assert summary.timing.started_utc == "2026-11-22T03:15:00Z"
+    assert summary.sut.patches == ["relay-recheck-after-pin.patch"]
+    json.dumps(summary.to_json(), allow_nan=False)
 
 
 def test_one_failed_check_fails_the_run_and_no_check_is_no_pass():
     failed = [Verdict("relay_alive", False, 1, 0, "crashed")]
-    assert make_summary(verdicts=failed)["verdict"] == "fail"
-    assert make_summary(verdicts=[])["verdict"] == "fail"
+    assert make_summary(verdicts=failed).verdict == "fail"
+    assert make_summary(verdicts=[]).verdict == "fail"
 
 
 def test_an_error_makes_the_verdict_error():
     summary = make_summary(error="relay would not start")
-    assert summary["verdict"] == "error" and summary["error"] == "relay would not start"
+    assert summary.verdict == "error" and summary.error == "relay would not start"
 
 
 def test_not_a_number_becomes_null():
     summary = make_summary(verdicts=[Verdict("x", False, float("nan"), float("inf"), "")])
-    assert summary["checks"][0]["observed"] is None and summary["checks"][0]["limit"] is None
+    assert summary.checks[0].observed is None and summary.checks[0].limit is None
 
 
 def test_burst_spread_percentiles():
@@ -193,15 +191,15 @@ def test_burst_spread_from_a_driver_that_reports_per_burst_percentiles():
 
 
 def test_built_summary_matches_the_summary_model():
-    Summary.model_validate(make_summary())
-    Summary.model_validate(make_summary(error="x", verdicts=[]))
+    Summary.model_validate(make_summary().to_json())
+    Summary.model_validate(make_summary(error="x", verdicts=[]).to_json())
 
 
 def test_built_summary_validates_against_the_committed_json_schema():
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(SUMMARY_SCHEMA_PATH.read_text())
-    jsonschema.validate(make_summary(), schema)
-    broken = {**make_summary(), "verdict": "maybe"}
+    jsonschema.validate(make_summary().to_json(), schema)
+    broken = {**make_summary().to_json(), "verdict": "maybe"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
 
@@ -209,7 +207,7 @@ def test_built_summary_validates_against_the_committed_json_schema():
 def test_committed_summary_schema_matches_the_models(tmp_path):
     fresh = write_summary_schema(tmp_path / "summary.schema.json")
     assert json.loads(SUMMARY_SCHEMA_PATH.read_text()) == json.loads(fresh.read_text()), (
-        "rig/summary.schema.json is stale: run `python -m rig.results`")
+        "rig/summary.schema.json is stale: run `python -m rig.summary`")
 
 
 def test_summary_from_a_written_folder(tmp_path: Path):
@@ -219,8 +217,8 @@ def test_summary_from_a_written_folder(tmp_path: Path):
     summary = make_summary(series=read_series(folder.path), events=read_events(folder.path))
     folder.finish(summary)
     again = read_summary(folder.path)
-    assert again["counters"]["kmod.pins"] == {"first": 1, "peak": 3, "last": 3}
-    assert again["bursts"]["count"] == 0
+    assert again.counters["kmod.pins"] == CounterStats(first=1, peak=3, last=3)
+    assert again.bursts.count == 0
 
 
 def test_checks_side_by_side_keeps_first_seen_order_and_marks_missing_checks():

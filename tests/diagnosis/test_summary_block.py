@@ -6,8 +6,9 @@ import pytest
 
 from rig.checks import RunWindow, Verdict
 from rig.diagnosis.summary import projection_settings
-from rig.results import SUMMARY_SCHEMA_PATH, Summary, build_summary
+from rig.results import build_summary
 from rig.series import Event, Sample, Series
+from rig.summary import SUMMARY_SCHEMA_PATH, Summary
 
 SCENARIO = {"name": "pin-race", "bursts": {"every": 2.0},
             "services": {"relay": {"shard_size": 16384}},
@@ -15,7 +16,7 @@ SCENARIO = {"name": "pin-race", "bursts": {"every": 2.0},
                        "pins_flat_after_warmup": {"warmup": 2.0}}}
 
 
-def racing_run() -> dict:
+def racing_run() -> Summary:
     samples, events = [], []
     for k in range(101):
         t = k * 0.1
@@ -40,19 +41,22 @@ def racing_run() -> dict:
 
 def test_the_diagnosis_block_of_a_racing_run():
     summary = racing_run()
-    diagnosis = summary["diagnosis"]
-    assert diagnosis["make_shard"]["verdict"] == "race"
-    assert diagnosis["make_shard"]["racing_clusters"] == 5
-    assert summary["checks"][0]["diagnosis"] == "race"
-    assert [s["after"] for s in diagnosis["pin_steps"]] == [2, 3, 4, 5, 6]
-    projection = diagnosis["projection"]
-    assert projection["per_burst"] == pytest.approx(1.0)
-    assert projection["bursts_per_hour"] == 1800
-    assert [c["ceiling"] for c in projection["ceilings"]] == [16, 32]
-    assert diagnosis["allocation_sites"]["shard_size"] == 16384
-    Summary.model_validate(summary)
+    diagnosis = summary.diagnosis
+    assert diagnosis is not None and diagnosis.make_shard is not None
+    assert diagnosis.make_shard.verdict == "race"
+    assert diagnosis.make_shard.racing_clusters == 5
+    assert summary.checks[0].diagnosis == "race"
+    assert [s.after for s in diagnosis.pin_steps] == [2, 3, 4, 5, 6]
+    projection = diagnosis.projection
+    assert projection is not None
+    assert projection.per_burst == pytest.approx(1.0)
+    assert projection.bursts_per_hour == 1800
+    assert [c.ceiling for c in projection.ceilings] == [16, 32]
+    assert diagnosis.allocation_sites is not None
+    assert diagnosis.allocation_sites.shard_size == 16384
+    Summary.model_validate(summary.to_json())
     jsonschema = pytest.importorskip("jsonschema")
-    jsonschema.validate(json.loads(json.dumps(summary)),
+    jsonschema.validate(json.loads(json.dumps(summary.to_json())),
                         json.loads(SUMMARY_SCHEMA_PATH.read_text()))
 
 
