@@ -47,7 +47,7 @@ from rig.load.burstio import Mmsg, TimestampSink  # noqa: E402
 from rig.load.bursts import BurstResult, Deadline, plan_burst, summarize  # noqa: E402
 from rig.load.burstsender import BurstSender, Packet, send_all  # noqa: E402
 from rig.load.media import MediaEngine  # noqa: E402
-from rig.load.rtp import parse_rtp  # noqa: E402
+from rig.wire.rtp import parse_rtp  # noqa: E402
 
 OUT = ROOT / "results" / "bench" / "bench_bursts.json"
 HOST = "127.0.78.40"  # the bench's own loopback address: no clash with services on .0.1

@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from rig.load.media import MediaEngine  # noqa: E402
 from rig.load.mediacontrol import NgMediaControl  # noqa: E402
-from rig.load.ng import NgClient, NgError, ng_request  # noqa: E402
+from rig.load.ng import NgClient  # noqa: E402
+from rig.probes.ng import ng_request  # noqa: E402
+from rig.wire.ng import NgError  # noqa: E402
 
 OUT = ROOT / "results" / "bench" / "bench_rtp.json"
 HOST = "127.0.0.1"

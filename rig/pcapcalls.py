@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rig.load.sip import SipMessage, parse_message
+from rig.wire.sip import SipMessage, parse_message
 
 ROLES_BY_PORT = {5060: "UAC", 5070: "proxy", 5080: "UAS", 2223: "relay"}
 RELAY_RTP = (30000, 31999)

@@ -1,1 +1,4 @@
-"""Load generation: SIP UAC/UAS, SDP, RTP streams, the NG client, call mix and burst timers."""
+"""Load generation, the I/O side: SIP UAC/UAS, RTP streams, the NG client, call mix, bursts.
+
+The formats they speak (SIP, SDP, RTP, NG) are pure code in rig.wire.
+"""

@@ -16,7 +16,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-from rig.load.sip import (
+from rig.wire.sip import (
     RIG_HEADER,
     Directive,
     IdSource,

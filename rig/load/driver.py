@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from rig.errors import UnsafeTargetError
 from rig.load.calls import CallResult, CallSpec, SipTimers, Uac, Uas
-from rig.load.sdp import build_sdp, media_address
-from rig.load.sip import OUTCOMES
+from rig.wire.sdp import build_sdp, media_address
+from rig.wire.sip import OUTCOMES
 
 if TYPE_CHECKING:  # media, NG and burst code loads only when a run needs it
     from rig.load.burstio import TimestampSink

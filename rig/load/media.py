@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from rig.errors import InfraError
-from rig.load.rtp import (
+from rig.wire.rtp import (
     HEADER,
     RTP_VERSION,
     SILENCE_BYTE,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rig.load.ng import NgClient, NgError
+from rig.load.ng import NgClient
+from rig.wire.ng import NgError
 
 
 class MediaControl(Protocol):

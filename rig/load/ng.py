@@ -1,9 +1,8 @@
-"""The NG control protocol of rtpengine: `<cookie> <bencoded dict>` over UDP.
+"""The asyncio NG client the load driver uses to drive a relay (offer, answer, delete).
 
-encode_ng/decode_ng are the pure codec. NgClient is the asyncio client the load driver
-uses (one cookie per request, the same cookie on every retransmission, so a relay that
-already executed the command answers from its cache). ng_request is the blocking
-one-shot variant for probes and readiness checks.
+One cookie per request, the same cookie on every retransmission, so a relay that already
+executed the command answers from its cache. The codec is rig.wire.ng; the blocking
+one-shot request of probes and readiness checks is rig.probes.ng.
 """
 
 from __future__ import annotations
@@ -11,64 +10,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 from typing import Any
 
-from bencodepy import Bencode, BencodeDecodeError
-
-from rig.errors import RigError
-
-_CODEC = Bencode(encoding="utf-8", encoding_fallback="value", dict_ordered=False)
-MAX_DATAGRAM = 65535
-
-
-class NgError(RigError):
-    """An NG command failed: the relay answered result=error, or never answered."""
-
-    def __init__(self, message: str, reason: str = "") -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class NgTimeout(NgError):
-    """No reply after every retransmission."""
-
-
-class NgProtocolError(NgError):
-    """A datagram that is not `<cookie> <bencoded dict>`."""
-
-
-def encode_ng(cookie: str, message: dict) -> bytes:
-    if not cookie or " " in cookie:
-        raise ValueError(f"NG cookie must be non-empty and without spaces: {cookie!r}")
-    if not isinstance(message, dict):
-        raise TypeError(f"NG message must be a dict, got {type(message).__name__}")
-    return cookie.encode() + b" " + _CODEC.encode(message)
-
-
-def decode_ng(datagram: bytes) -> tuple[str, dict]:
-    cookie, sep, body = datagram.partition(b" ")
-    if not sep or not cookie:
-        raise NgProtocolError(f"NG datagram without a cookie: {datagram[:40]!r}")
-    try:
-        message = _CODEC.decode(body)
-    except (BencodeDecodeError, ValueError, TypeError, IndexError) as exc:
-        raise NgProtocolError(f"NG datagram with a bad bencoded body: {exc}") from exc
-    if not isinstance(message, dict):
-        raise NgProtocolError(f"NG body is not a dictionary: {type(message).__name__}")
-    return cookie.decode("ascii", "replace"), message
-
-
-def check_reply(command: str, reply: dict) -> dict:
-    """Return the reply, or raise NgError carrying the relay's error-reason."""
-    if reply.get("result") == "error":
-        reason = str(reply.get("error-reason", "no error-reason given"))
-        raise NgError(f"NG {command} failed: {reason}", reason=reason)
-    return reply
-
-
-def _cookie_prefix() -> str:
-    return f"{os.getpid():x}{os.urandom(3).hex()}"
+from rig.wire.ng import (
+    NgProtocolError,
+    NgTimeout,
+    check_reply,
+    command_message,
+    cookie_prefix,
+    decode_ng,
+    encode_ng,
+)
 
 
 class _NgProtocol(asyncio.DatagramProtocol):
@@ -99,7 +51,7 @@ class NgClient:
         self._protocol = protocol
         self.timeout = timeout
         self.retries = retries
-        self._prefix = _cookie_prefix()
+        self._prefix = cookie_prefix(os.getpid(), os.urandom(3))
         self._counter = itertools.count(1)
         self.retransmissions = 0
 
@@ -120,8 +72,7 @@ class NgClient:
 
     async def command(self, command: str, **keys: object) -> dict:
         """Send one command; keys use NG spelling with '_' for '-' (call_id -> call-id)."""
-        message = {"command": command, **{k.replace("_", "-"): v for k, v in keys.items()}}
-        reply = await self.request(message)
+        reply = await self.request(command_message(command, **keys))
         return check_reply(command, reply)
 
     async def request(self, message: dict) -> dict:
@@ -155,26 +106,3 @@ class NgClient:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
-
-
-def ng_request(host: str, port: int, message: dict, timeout: float = 1.0) -> dict:
-    """Blocking single request (one try), for probes; raises NgError on error or timeout."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect((host, port))
-        cookie = _cookie_prefix()
-        sock.send(encode_ng(cookie, message))
-        while True:
-            try:
-                data = sock.recv(MAX_DATAGRAM)
-            except TimeoutError:
-                raise NgTimeout(
-                    f"NG {message.get('command')} to {host}:{port}: no reply in {timeout:g} s"
-                ) from None
-            except ConnectionRefusedError:
-                raise NgTimeout(
-                    f"NG {message.get('command')} to {host}:{port}: connection refused"
-                ) from None
-            reply_cookie, reply = decode_ng(data)
-            if reply_cookie == cookie:
-                return check_reply(str(message.get("command")), reply)

@@ -31,7 +31,7 @@ class MediaSessionsProbe:
     orphan_ids: set[str] | None = None
 
     def read(self) -> dict[str, float]:
-        from rig.load.ng import ng_request
+        from rig.probes.ng import ng_request
 
         try:
             reply = ng_request(self.host, self.port, {"command": "list",

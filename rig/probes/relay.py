@@ -73,7 +73,7 @@ class RelayStatsProbe:
     name: str = "relay"
 
     def read(self) -> dict[str, float]:
-        from rig.load.ng import ng_request
+        from rig.probes.ng import ng_request
 
         try:
             reply = ng_request(self.host, self.port, {"command": "statistics"}, self.timeout)

@@ -123,7 +123,7 @@ class RtpengineNgProbe:
     name: str = "rtpengine"
 
     def read(self) -> dict[str, float]:
-        from rig.load.ng import ng_request  # imported late, like every NG user
+        from rig.probes.ng import ng_request  # imported late, like every NG user
 
         try:
             reply = ng_request(self.host, self.port, {"command": "statistics"}, self.timeout)

@@ -47,7 +47,7 @@ class NgPing:
     port: int
 
     def check(self) -> None:
-        from rig.load.ng import ng_request  # imported late: only runs that start a relay need it
+        from rig.probes.ng import ng_request  # imported late: only runs that start a relay need it
 
         try:
             reply = ng_request(self.host, self.port, {"command": "ping"}, timeout=0.3)

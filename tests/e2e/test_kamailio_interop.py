@@ -13,7 +13,6 @@ import pytest
 
 from rig.load.calls import Uas
 from rig.load.driver import CallPlan, LoadDriver, Targets
-from rig.load.sdp import build_sdp
 from rig.probes.rtpengine import RtpengineNgProbe
 from rig.services import Site
 from rig.services.kamailio import SIP_PORT, KamailioSettings, kamailio_spec
@@ -22,6 +21,7 @@ from rig.services.rtpengine import RtpengineSettings
 from rig.topology import Endpoints
 from rig.topology.local import LocalBackend, LocalStack
 from rig.topology.runtime import RunRecord, reserved_host
+from rig.wire.sdp import build_sdp
 
 pytestmark = [
     pytest.mark.e2e,

@@ -22,8 +22,8 @@ from rig.load.bursts import (
 )
 from rig.load.burstsender import BurstError, BurstSender, Packet, send_all, sleep_until
 from rig.load.media import MediaEngine
-from rig.load.rtp import parse_rtp
 from rig.topology.loopback import block_host
+from rig.wire.rtp import parse_rtp
 
 HOST = block_host("78.1")  # this process's own block: no clash with parallel tests
 T = ("127.0.0.1", 0)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from rig.load.calls import VANISH_NOTICE_S, CallResult, CallSpec, SipTimers, Uac, Uas, UasCounts
-from rig.load.sip import SipMessage, build_response, parse_message
 from rig.topology.loopback import block_host
+from rig.wire.sip import SipMessage, build_response, parse_message
 
 # SIP timers and exact counts under load: one worker at a time (the timing group)
 pytestmark = pytest.mark.timing

@@ -29,10 +29,12 @@ from rig.load.driver import (
     pick_outcome,
 )
 from rig.load.mediacontrol import NgMediaControl
-from rig.load.ng import NgClient, NgError, ng_request
-from rig.load.sdp import media_address, shape_differences
-from rig.load.sip import Leg, build_request, parse_message
+from rig.load.ng import NgClient
+from rig.probes.ng import ng_request
 from rig.topology.loopback import block_host
+from rig.wire.ng import NgError
+from rig.wire.sdp import media_address, shape_differences
+from rig.wire.sip import Leg, build_request, parse_message
 
 # SIP timers and exact counts under load: one worker at a time (the timing group)
 pytestmark = pytest.mark.timing

@@ -7,8 +7,8 @@ import pytest
 
 from rig.errors import InfraError
 from rig.load.media import MediaEngine, PacingWheel, tick_at_or_after
-from rig.load.rtp import RtpPacket, parse_rtp
 from rig.topology.loopback import block_host
+from rig.wire.rtp import RtpPacket, parse_rtp
 
 HOST = block_host("77.1")  # this process's own block: no clash with parallel tests
 

@@ -4,7 +4,7 @@ import inspect
 import pytest
 
 from rig.load.mediacontrol import MediaControl, NgMediaControl, NoMediaControl
-from rig.load.ng import NgError
+from rig.wire.ng import NgError
 
 OFFER = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 40000 RTP/AVP 0\r\n"
 

@@ -15,16 +15,10 @@ import pytest
 
 from rig.load.media import MediaEngine
 from rig.load.mediacontrol import NgMediaControl
-from rig.load.ng import (
-    NgClient,
-    NgError,
-    NgProtocolError,
-    NgTimeout,
-    decode_ng,
-    encode_ng,
-    ng_request,
-)
+from rig.load.ng import NgClient
+from rig.probes.ng import ng_request
 from rig.topology.loopback import block_host
+from rig.wire.ng import NgError, NgTimeout, decode_ng, encode_ng
 
 Handler = Callable[[dict], dict | None]
 
@@ -92,35 +86,6 @@ def drop_first(n: int, handler: Handler) -> Handler:
         return handler(message)
 
     return handle
-
-
-def test_encode_decode_round_trip() -> None:
-    data = encode_ng("c1", {"command": "offer", "call-id": "x", "flags": ["a", "b"], "n": 3})
-    assert data.startswith(b"c1 d")
-    assert decode_ng(data) == ("c1", {"command": "offer", "call-id": "x",
-                                      "flags": ["a", "b"], "n": 3})
-
-
-def test_decode_keeps_undecodable_strings_as_bytes() -> None:
-    _, message = decode_ng(b"k d3:raw2:\xff\xfee")
-    assert message == {"raw": b"\xff\xfe"}
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [(b"nocookie", "without a cookie"), (b"c1 i3e", "not a dictionary"),
-     (b"c1 d3:abc", "bad bencoded"), (b" d1:ai1ee", "without a cookie")],
-)
-def test_decode_rejects_bad_datagrams(data: bytes, message: str) -> None:
-    with pytest.raises(NgProtocolError, match=message):
-        decode_ng(data)
-
-
-def test_encode_rejects_bad_cookie_and_message() -> None:
-    with pytest.raises(ValueError, match="cookie"):
-        encode_ng("a b", {})
-    with pytest.raises(TypeError, match="dict"):
-        encode_ng("c", ["x"])  # type: ignore[arg-type]
 
 
 def test_ng_request_returns_reply() -> None:

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from rig.load.sip import (
+from rig.wire.sip import (
     Directive,
     IdSource,
     Leg,

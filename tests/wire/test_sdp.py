@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rig.load.sdp import (
+from rig.wire.sdp import (
     audio_shape,
     build_sdp,
     media_address,

@@ -1,6 +1,6 @@
 import pytest
 
-from rig.load.rtp import (
+from rig.wire.rtp import (
     ReceiverStats,
     RtpPacket,
     SourceStats,
