@@ -62,7 +62,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def one_run(width: int, jitter: float, args: argparse.Namespace, out: Path) -> dict:
     overrides = (f"duration={args.duration:g}", f"bursts.every={args.every:g}",
                  f"bursts.workers={width // 2}", "bursts.streams_per_worker=1",
-                 f"bursts.jitter={jitter:g}", "bursts.hold=2.0")
+                 f"bursts.jitter={jitter:.6f}", "bursts.hold=2.0")
     load_before = os.getloadavg()
     outcome = run_scenario(RunRequest(scenario_path=PIN_RACE, overrides=overrides,
                                       patches=(CEILING_32,), out=out, progress=False))
