@@ -35,6 +35,7 @@ from rig.probes.sampler import Sampler
 from rig.series import Event, Sample, Series
 from rig.services import LogParser, Site, role_of, service, service_ports
 from rig.topology import Endpoints, Stack, backend_class
+from rig.topology.destinations import Destinations, parse_networks
 from rig.topology.runtime import RunRecord, process_labels, reserved_host
 from rig.topology.source import apply_patches, copy_sources
 
@@ -222,6 +223,7 @@ class Run:
             targets_for(endpoints, self.plan),
             on_event=lambda kind, data: recorder.event(Event(self._now(), kind, data)),
             seed=scenario.seed,
+            destinations=Destinations(allowed=parse_networks(scenario.allow_destinations)),
         )
         followers = self._log_followers(services, recorder)
         sampler = Sampler(

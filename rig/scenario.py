@@ -14,15 +14,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen, MultipleOf
-from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from rig.boundedyaml import MAX_BYTES, MAX_DEPTH, YamlRefused, load_bounded
 from rig.checks import CHECKS
 from rig.errors import ScenarioError, quote, shorten
 from rig.frozen import Frozen
+from rig.topology.destinations import parse_networks
 
 SCHEMA_PATH = Path(__file__).with_name("scenario.schema.json")
+MAX_ALLOWED_DESTINATIONS = 64
 
 
 class ServicesBase(Frozen):
@@ -198,7 +207,21 @@ class Scenario(Frozen):
     probes: Probes = Probes()
     projection: Projection = Projection()
     capture: Capture = Capture()
+    allow_destinations: tuple[str, ...] = Field(
+        default=(), strict=False,
+        description="addresses or networks (CIDR) outside loopback the rig may send to, "
+                    "e.g. a SUT on another host; host names are never allowed (no DNS)",
+    )
     checks: Checks
+
+    @field_validator("allow_destinations")
+    @classmethod
+    def destinations_are_addresses(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        if len(values) > MAX_ALLOWED_DESTINATIONS:
+            raise ValueError(f"{len(values)} entries (allowed: at most "
+                             f"{MAX_ALLOWED_DESTINATIONS})")
+        parse_networks(values)
+        return values
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (for summary.json); checks that are off are left out."""

@@ -218,6 +218,15 @@ def test_bad_values_give_one_line_naming_key_and_allowed(tmp_path, override, exp
                     (override,)) == expected
 
 
+def test_allow_destinations_takes_addresses_and_networks_only(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    allowed = load_scenario(path, ("allow_destinations=[192.0.2.10, 198.51.100.0/24]",))
+    assert allowed.allow_destinations == ("192.0.2.10", "198.51.100.0/24")
+    assert load_scenario(path).allow_destinations == ()
+    assert error_of(path, ("allow_destinations=[10.0.0.1, sut.example.com]",)) == (
+        "allow_destinations: 'sut.example.com' is not an IP address or network")
+
+
 def test_missing_check_parameter(tmp_path):
     message = error_of(write(tmp_path, MINIMAL), ("checks.pins_below_ceiling={}",))
     assert message == "checks.pins_below_ceiling.ceiling: required key is missing " \

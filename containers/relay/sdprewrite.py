@@ -8,6 +8,7 @@ added for static payload types that had none), then the direction (default `send
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,9 +68,19 @@ def _connection_address(lines: Sequence[str]) -> str | None:
         if line.startswith("c="):
             parts = line[2:].split()
             if len(parts) != 3:
-                raise SdpError(f"Failed to parse SDP: bad connection line {line!r}")
-            return parts[2].split("/")[0]
+                raise SdpError(f"Failed to parse SDP: bad connection line {line[:80]!r}")
+            return _ip_literal(parts[2].split("/")[0])
     return None
+
+
+def _ip_literal(address: str) -> str:
+    """The c= address if it is an IP literal; the relay never resolves a host name."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise SdpError(
+            f"Failed to parse SDP: c= address {address[:80]!r} is not an IP address"
+        ) from None
 
 
 def _media_line(line: str) -> tuple[str, int, str, tuple[str, ...]]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from rig.errors import InfraError, RigError
 from rig.load.bursts import Address, BurstResult, Shot, ShotPlan
+from rig.topology.destinations import LOOPBACK_ONLY, Destinations
 
 SPIN_S = 0.001  # the last stretch before the deadline is spun, not slept
 CHUNK = 200  # shots per message: SCM_RIGHTS carries at most 253 descriptors
@@ -160,10 +161,12 @@ class Packet:
 class BurstSender:
     """`processes` sender processes; fire() hands each its share and waits for the sends."""
 
-    def __init__(self, processes: int = 1, realtime: bool = True) -> None:
+    def __init__(self, processes: int = 1, realtime: bool = True,
+                 destinations: Destinations = LOOPBACK_ONLY) -> None:
         if not 1 <= processes <= 64:
             raise ValueError(f"burst processes must be 1..64, got {processes}")
         self.processes = processes
+        self.destinations = destinations
         self._helpers: list[_Helper] = []
         try:
             for _ in range(processes):
@@ -183,6 +186,8 @@ class BurstSender:
         """
         if not self._helpers:
             raise BurstError("burst sender is closed")
+        for shot in plan.shots:  # the senders get only targets the guard let through
+            self.destinations.check(shot.target[0], shot.target[1], "a burst's first packet")
         shares = [plan.share(p) for p in range(self.processes)]
         for helper, share in zip(self._helpers, shares, strict=True):
             _hand_over(helper, share, packets)

@@ -16,6 +16,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+from rig.topology.destinations import LOOPBACK_ONLY, Destinations, UnsafeDestination
 from rig.wire.sip import (
     RIG_HEADER,
     Directive,
@@ -32,6 +33,7 @@ from rig.wire.sip import (
 )
 
 Address = tuple[str, int]
+REPLY_ORIGIN = "the source of a SIP message"  # responses go back where the request came from
 EXPECTED_FINAL = {"answered": 200, "busy": 486, "cancel": 487, "no_answer": 487, "vanish": 200}
 # vanish: the callee notices the silent caller this long after the caller went (RTP timeout)
 VANISH_NOTICE_S = 1.0
@@ -88,9 +90,11 @@ class _Endpoint:
     retransmission covers a lost datagram and a transaction timeout a dead peer.
     """
 
-    def __init__(self, sock: socket.socket, on_message: Callable[[SipMessage, Address], None]):
+    def __init__(self, sock: socket.socket, on_message: Callable[[SipMessage, Address], None],
+                 destinations: Destinations = LOOPBACK_ONLY):
         self.sock = sock
         self.on_message = on_message
+        self.destinations = destinations
         self.loop = asyncio.get_running_loop()
         self.malformed = self.errors = self.dropped = 0
         self._outbox: list[tuple[bytes, Address]] = []
@@ -113,12 +117,15 @@ class _Endpoint:
                 continue
             handle(message, addr)
 
-    def send(self, data: bytes, addr: Address) -> None:
+    def send(self, data: bytes, addr: Address, origin: str) -> None:
         """Queue a datagram; the queue goes out once this turn of the event loop is done.
 
-        On loopback each sendto wakes the peer at once; sending a turn's datagrams
-        together lets the peer take them in one batch instead of one wake-up each.
+        `origin` says where `addr` came from; an address the destination guard refuses
+        raises UnsafeDestination and nothing is queued. On loopback each sendto wakes the
+        peer at once; sending a turn's datagrams together lets the peer take them in one
+        batch instead of one wake-up each.
         """
+        self.destinations.check(addr[0], addr[1], origin)
         if not self._outbox:
             self.loop.call_soon(self._flush)
         self._outbox.append((data, addr))
@@ -142,7 +149,8 @@ class _Endpoint:
 
 
 async def open_endpoint(
-    local: Address, on_message: Callable[[SipMessage, Address], None]
+    local: Address, on_message: Callable[[SipMessage, Address], None],
+    destinations: Destinations = LOOPBACK_ONLY,
 ) -> _Endpoint:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -153,7 +161,7 @@ async def open_endpoint(
     except OSError as exc:
         sock.close()
         raise OSError(f"cannot bind SIP UDP socket {local[0]}:{local[1]}: {exc}") from exc
-    return _Endpoint(sock, on_message)
+    return _Endpoint(sock, on_message, destinations)
 
 
 class _Mailbox:
@@ -205,8 +213,10 @@ class Uac:
         remote: Address,
         proxy: Address | None = None,
         timers: SipTimers = SipTimers(),
+        destinations: Destinations = LOOPBACK_ONLY,
     ) -> None:
         self.local, self.remote, self.proxy, self.timers = local, remote, proxy, timers
+        self.destinations = destinations
         self._ids = IdSource(f"c{os.getpid():x}{id(self) & 0xFFFF:x}.")
         self._calls: dict[str, _Mailbox] = {}
         self._endpoint: _Endpoint | None = None
@@ -215,7 +225,7 @@ class Uac:
         self.stray = 0
 
     async def start(self) -> None:
-        self._endpoint = await open_endpoint(self.local, self._on_message)
+        self._endpoint = await open_endpoint(self.local, self._on_message, self.destinations)
 
     def close(self) -> None:
         if self._endpoint is not None:
@@ -256,15 +266,20 @@ class Uac:
         else:
             self.stray += 1  # a late retransmission of a call that has ended
 
-    def _send(self, data: bytes, addr: Address) -> None:
+    def _send(self, data: bytes, addr: Address, origin: str = REPLY_ORIGIN) -> None:
         if self._endpoint is None:
             raise RuntimeError("UAC is not started")
-        self._endpoint.send(data, addr)
+        self._endpoint.send(data, addr, origin)
 
-    def _next_hop(self, leg: Leg) -> Address:
+    def _send_on(self, leg: Leg, data: bytes) -> None:
+        """Send a request of `leg` to its next hop: the first Record-Route, else the proxy,
+        else the UAS."""
         if leg.routes:
-            return host_port(leg.routes[0])
-        return self.proxy or self.remote
+            self._send(data, host_port(leg.routes[0]), "SIP Record-Route of the 2xx to INVITE")
+        elif self.proxy is not None:
+            self._send(data, self.proxy, "the SIP proxy")
+        else:
+            self._send(data, self.remote, "the UAS")
 
     def _first_leg(self, call_id: str, from_tag: str) -> Leg:
         host, port = self.local
@@ -358,21 +373,20 @@ class _UacCall:
         cancel: bytes = b""
         cancel_retransmit_at, cancel_interval = math.inf, t.t1
         provisional = False
-        hop = self.uac._next_hop(self.leg)
-        self.uac._send(invite, hop)
+        self.uac._send_on(self.leg, invite)
         while True:
             now = self.loop.time()
             if now >= deadline:
                 return None
             if not provisional and now >= retransmit_at:
-                self.uac._send(invite, hop)
+                self.uac._send_on(self.leg, invite)
                 interval *= 2
                 retransmit_at = now + interval
             if provisional and not cancel and (now >= cancel_at or self.uac._ending):
                 cancel = build_request(self.leg, "CANCEL", 1, branch)
                 cancel_retransmit_at = now
             if cancel and now >= cancel_retransmit_at:
-                self.uac._send(cancel, hop)
+                self.uac._send_on(self.leg, cancel)
                 cancel_retransmit_at = now + cancel_interval
                 cancel_interval = min(cancel_interval * 2, t.t2)
             wake = min(deadline, cancel_retransmit_at,
@@ -396,7 +410,7 @@ class _UacCall:
     def ack_failure(self, final: SipMessage, branch: str) -> None:
         """ACK a non-2xx final: same branch as the INVITE, hop by hop."""
         leg = replace(self.leg, remote_tag=final.to_tag)
-        self.uac._send(build_request(leg, "ACK", 1, branch), self.uac._next_hop(self.leg))
+        self.uac._send_on(self.leg, build_request(leg, "ACK", 1, branch))
 
     def confirm(self, final: SipMessage) -> None:
         """The dialog from a 2xx: peer tag, Contact, route set; then the ACK (new branch)."""
@@ -407,7 +421,7 @@ class _UacCall:
                        uri_of(contact) if contact else leg.target, leg.contact, leg.sent_by,
                        routes)
         self.ack = build_request(self.leg, "ACK", 1, self.uac._ids.branch())
-        self.uac._send(self.ack, self.uac._next_hop(self.leg))
+        self.uac._send_on(self.leg, self.ack)
 
     async def hang_up(self, status: int) -> CallResult:
         spec = self.spec
@@ -441,7 +455,7 @@ class _UacCall:
                 self.uac._send(build_response(message, 200), addr)
                 return True
             if not message.is_request and message.method == "INVITE" and message.status < 300:
-                self.uac._send(self.ack, self.uac._next_hop(self.leg))  # our ACK was lost
+                self.uac._send_on(self.leg, self.ack)  # our ACK was lost
         return False
 
     async def bye(self) -> bool:
@@ -449,7 +463,7 @@ class _UacCall:
         branch = self.uac._ids.branch()
         data = build_request(self.leg, "BYE", 2, branch)
         response = await non_invite_transaction(
-            self.box, lambda: self.uac._send(data, self.uac._next_hop(self.leg)), branch, "BYE",
+            self.box, lambda: self.uac._send_on(self.leg, data), branch, "BYE",
             self.timers, on_other=self.answer_in_dialog)
         return response is not None and 200 <= response.status < 300
 
@@ -523,8 +537,11 @@ class Uas:
         on_offer: OfferHook | None = None,
         on_end: EndHook | None = None,
         ring_limit: float = 60.0,
+        destinations: Destinations = LOOPBACK_ONLY,
+        on_refused: Callable[[UnsafeDestination], None] | None = None,
     ) -> None:
         self.local, self.timers = local, timers
+        self.destinations, self.on_refused = destinations, on_refused
         self.on_offer, self.on_end, self.ring_limit = on_offer, on_end, ring_limit
         self.contact = f"sip:rig-uas@{local[0]}:{local[1]}"
         self.counts = UasCounts()
@@ -539,7 +556,7 @@ class Uas:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._endpoint = await open_endpoint(self.local, self._on_message)
+        self._endpoint = await open_endpoint(self.local, self._on_message, self.destinations)
 
     def close(self) -> None:
         for call in self._calls.values():
@@ -571,9 +588,17 @@ class Uas:
                 call.timer.cancel()
                 self._start_bye(call)
 
-    def _send(self, data: bytes, addr: Address) -> None:
-        if self._endpoint is not None:
-            self._endpoint.send(data, addr)
+    def _send(self, data: bytes, addr: Address, origin: str = REPLY_ORIGIN) -> None:
+        """Send, or drop a datagram to a refused address and say so through `on_refused`
+        (this runs in the socket's read callback, where raising would help no one)."""
+        if self._endpoint is None:
+            return
+        try:
+            self._endpoint.send(data, addr, origin)
+        except UnsafeDestination as refused:
+            if self.on_refused is None:
+                raise
+            self.on_refused(refused)
 
     def _on_message(self, message: SipMessage, addr: Address) -> None:
         if not message.is_request:
@@ -730,13 +755,14 @@ class Uas:
             sent_by=f"{self.local[0]}:{self.local[1]}",
             routes=routes,
         )
-        hop = host_port(routes[0]) if routes else call.addr
+        hop, origin = ((host_port(routes[0]), "SIP Record-Route of the INVITE") if routes
+                       else (call.addr, "the source of the INVITE"))
         branch = self._ids.branch()
         data = build_request(leg, "BYE", 1, branch)
         box = self._byes[invite.call_id] = _Mailbox()
         try:
             response = await non_invite_transaction(
-                box, lambda: self._send(data, hop), branch, "BYE", self.timers)
+                box, lambda: self._send(data, hop, origin), branch, "BYE", self.timers)
         finally:
             del self._byes[invite.call_id]
         answered = response is not None and 200 <= response.status < 300

@@ -9,19 +9,19 @@ Media is managed only through MediaControl: the driver knows nothing of NG.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
 import random
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rig.errors import UnsafeTargetError
 from rig.load.calls import CallResult, CallSpec, SipTimers, Uac, Uas
+from rig.topology.destinations import LOOPBACK_ONLY, Destinations
 from rig.wire.sdp import build_sdp, media_address
 from rig.wire.sip import OUTCOMES
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # media, NG and burst code loads only when a run needs it
     from rig.load.burstsender import BurstSender
     from rig.load.mediacontrol import MediaControl
 
-LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 PLACEHOLDER_RTP_PORT = 9  # "discard": the SDP of a call without media still needs a port
 UAS_HANGUP_SHARE = 0.1  # answered calls the UAS hangs up, so both BYE paths get traffic
 DRIVER_TIMERS = SipTimers(t1=0.5, t2=4.0, timeout=8.0)  # loopback: 8 s bounds a transaction
@@ -41,10 +40,6 @@ UAS_SETTLE = 1.0  # seconds the UAS may take to see the last ACKs after the UAC 
 ENDED_REMEMBERED = 100_000  # call-ids of ended calls kept for the orphan-session probe
 FIRE_MARGIN = 0.02  # seconds the burst senders get between the hand-over and the deadline
 SINK_WAIT_S = 0.5  # how long a burst's packets may take to reach the debug sink
-
-
-class UnsafeTarget(UnsafeTargetError, ValueError):
-    """A target outside 127.0.0.0/8 without the explicit allow flag."""
 
 
 @dataclass(frozen=True)
@@ -104,24 +99,13 @@ class LoadReport:
     bursts: tuple[BurstResult, ...]  # one per burst fired
 
 
-def check_targets(targets: Targets, allow_non_loopback: bool = False) -> None:
-    """Refuse traffic that would leave 127.0.0.0/8 unless explicitly allowed."""
-    hosts = [("host", targets.host)]
+def check_targets(targets: Targets, destinations: Destinations = LOOPBACK_ONLY) -> None:
+    """Refuse targets the destination guard refuses, before anything is sent."""
+    destinations.check(targets.host, targets.uas_port, "the rig's own address (targets.host)")
     if targets.proxy is not None:
-        hosts.append(("proxy", targets.proxy[0]))
+        destinations.check(*targets.proxy, "the SIP proxy (targets.proxy)")
     if targets.ng is not None:
-        hosts.append(("ng", targets.ng[0]))
-    for name, host in hosts:
-        if allow_non_loopback:
-            continue
-        try:
-            loopback = ipaddress.ip_address(host) in LOOPBACK
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise UnsafeTarget(
-                f"target {name} {host!r} is not in 127.0.0.0/8; refusing to send traffic there"
-            )
+        destinations.check(*targets.ng, "the NG address (targets.ng)")
     lo, hi = targets.rtp_ports
     if not 0 < lo <= hi < 65536:
         raise ValueError(f"bad RTP port range {lo}-{hi}")
@@ -193,7 +177,9 @@ class LoadDriver:
 
     Keyword-only extras, for tests and tools: `media` replaces the MediaControl the driver
     would pick (NgMediaControl when `targets.ng` is set, else NoMediaControl);
-    `allow_non_loopback` lifts the loopback-only rule; `timers` sets the SIP timers;
+    `destinations` is the guard every send goes through (loopback only unless the user
+    allowed more); the first refused address stops the run and `run()` raises it;
+    `timers` sets the SIP timers;
     `own_uas=False` leaves `targets.uas_port` to someone else's UAS (SIPp, another process).
     """
 
@@ -206,14 +192,17 @@ class LoadDriver:
         seed: int = 0,
         *,
         media: MediaControl | None = None,
-        allow_non_loopback: bool = False,
+        destinations: Destinations = LOOPBACK_ONLY,
         timers: SipTimers = DRIVER_TIMERS,
         uas_hangup_share: float = UAS_HANGUP_SHARE,
         own_uas: bool = True,
     ) -> None:
-        check_targets(targets, allow_non_loopback)
+        check_targets(targets, destinations)
         check_call_plan(calls)
         self.calls, self.bursts, self.targets = calls, bursts, targets
+        self.destinations = destinations
+        self._refused: UnsafeTargetError | None = None
+        self._halt: asyncio.Event | None = None
         self.on_event, self.timers = on_event, timers
         self.uas_hangup_share = uas_hangup_share
         self.own_uas = own_uas
@@ -260,18 +249,21 @@ class LoadDriver:
         if duration <= 0:
             raise ValueError(f"duration must be > 0, got {duration}")
         loop = asyncio.get_running_loop()
+        self._halt = asyncio.Event()
         async with AsyncExitStack() as stack:
             media = self._media if self._media is not None else await self._open_media(stack)
             self._engine = self._open_engine(stack)
             sender, sink = self._open_burst_sender(stack)
             uas = Uas((self.targets.host, self.targets.uas_port), self.timers,
-                      on_offer=self._uas_offer, on_end=self._uas_end)
+                      on_offer=self._uas_offer, on_end=self._uas_end,
+                      destinations=self.destinations, on_refused=self._refuse)
             if self.own_uas:
                 await uas.start()
                 stack.callback(uas.close)
             uac = self._uac = Uac((self.targets.host, self.targets.uac_port),
                                   (self.targets.host, self.targets.uas_port),
-                                  proxy=self.targets.proxy, timers=self.timers)
+                                  proxy=self.targets.proxy, timers=self.timers,
+                                  destinations=self.destinations)
             await uac.start()
             stack.callback(uac.close)
             self.on_event("load_start", {"cps": self.calls.cps, "duration": duration,
@@ -283,7 +275,7 @@ class LoadDriver:
             if self.bursts is not None and sender is not None:
                 jobs.append(self._run_bursts(media, sender, sink, until, results))
             try:
-                await asyncio.gather(*jobs)
+                await _until_done_or_halted(asyncio.gather(*jobs), self._halt)
                 load_seconds = loop.time() - started
                 await self._wind_down(uac, uas)
             finally:  # cancelled (the relay died, Ctrl-C): no call task outlives the run
@@ -297,7 +289,17 @@ class LoadDriver:
                 "uas": {"invites": uas.counts.invites, "completed": uas.counts.completed,
                         "failed": uas.counts.failed},
             })
+        if self._refused is not None:
+            raise self._refused
         return report
+
+    def _refuse(self, refused: UnsafeTargetError) -> None:
+        """A send the guard refused: the first one is recorded and stops the load."""
+        if self._refused is None:
+            self._refused = refused
+            self.on_event("unsafe_destination", {"message": str(refused)})
+        if self._halt is not None:
+            self._halt.set()
 
     async def _open_media(self, stack: AsyncExitStack) -> Any:
         from rig.load.mediacontrol import NgMediaControl, NoMediaControl
@@ -306,7 +308,7 @@ class LoadDriver:
             return NoMediaControl()
         from rig.load.ng import NgClient
 
-        client = await NgClient.open(*self.targets.ng)
+        client = await NgClient.open(*self.targets.ng, destinations=self.destinations)
         stack.callback(client.close)
         return NgMediaControl(client)
 
@@ -322,7 +324,8 @@ class LoadDriver:
         from rig.load.media import MediaEngine
 
         engine = MediaEngine(self.targets.host, self.targets.rtp_ports, ptime_ms=plan.ptime_ms,
-                             payload_type=plan.payload_type, seed=self._seed)
+                             payload_type=plan.payload_type, seed=self._seed,
+                             destinations=self.destinations)
         engine.start()
         stack.callback(engine.stop)
         return engine
@@ -335,7 +338,7 @@ class LoadDriver:
         from rig.load.burstio import TimestampSink
         from rig.load.burstsender import BurstSender
 
-        sender = BurstSender(self.bursts.processes)
+        sender = BurstSender(self.bursts.processes, destinations=self.destinations)
         stack.callback(sender.close)
         if not self.bursts.sink:
             return sender, None
@@ -454,6 +457,9 @@ class LoadDriver:
             result = await uac.call(spec, offer, answered, call_id=call_id, from_tag=from_tag)
         except asyncio.CancelledError:
             reason = "still up when the load stopped"
+        except UnsafeTargetError as exc:
+            self._refuse(exc)
+            reason = "refused destination"
         except Exception as exc:  # a media or socket failure ends this call, not the run
             reason = f"{type(exc).__name__}: {exc}".split("\n")[0][:120]
         finally:
@@ -482,11 +488,12 @@ class LoadDriver:
         engine = self._engine
         if engine is None or not ports:
             return
-        engine.prepare_stream(ports[0], media_address(answer))
+        answer_origin, offer_origin = self._sdp_origins()
+        engine.prepare_stream(ports[0], media_address(answer), answer_origin)
         local = [ports[0]]
         uas_side = self._uas_ports.get(call_id)
         if uas_side is not None:
-            engine.prepare_stream(uas_side[0], uas_side[1])
+            engine.prepare_stream(uas_side[0], uas_side[1], offer_origin)
             local.append(uas_side[0])
         if burst is None:
             engine.start_streams(local)
@@ -494,6 +501,12 @@ class LoadDriver:
         burst.ports.extend(local)
         burst.one_ready()
         await asyncio.shield(burst.fired)
+
+    def _sdp_origins(self) -> tuple[str, str]:
+        """Where the two legs' RTP targets come from: (the caller's, the callee's)."""
+        if self.targets.ng is not None:  # the rig sends NG: the relay rewrote both SDPs
+            return ("SDP c=/m= from the relay's answer", "SDP c=/m= from the relay's offer")
+        return ("SDP c=/m= of the 200 OK to INVITE", "SDP c=/m= of the INVITE")
 
     def _close_ports(self, call_id: str, ports: list[int]) -> None:
         if self._engine is None:
@@ -552,6 +565,9 @@ class LoadDriver:
                 return
             try:
                 result = await self._burst(media, sender, sink, index, at)
+            except UnsafeTargetError as exc:
+                self._refuse(exc)
+                return
             except Exception as exc:  # a burst that could not fire is reported, not fatal
                 self.on_event("burst_error", {"index": index, "error": str(exc)})
                 index += 1
@@ -613,6 +629,21 @@ class LoadDriver:
             arrivals = [a.t for a in sink.collect(len(ready), SINK_WAIT_S)]
             result = replace(result, arrivals=tuple(arrivals), lost=len(ready) - len(arrivals))
         return result
+
+
+async def _until_done_or_halted(job: Awaitable[Any], halt: asyncio.Event) -> None:
+    """Await `job`, or cancel it once `halt` is set; the job's own error propagates."""
+    work = asyncio.ensure_future(job)
+    halted = asyncio.ensure_future(halt.wait())
+    try:
+        await asyncio.wait({work, halted}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        halted.cancel()
+        if not work.done():
+            work.cancel()
+        await asyncio.gather(work, halted, return_exceptions=True)
+    if not halt.is_set():
+        work.result()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

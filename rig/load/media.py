@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from rig.errors import InfraError
+from rig.topology.destinations import LOOPBACK_ONLY, Destinations
 from rig.wire.rtp import (
     HEADER,
     RTP_VERSION,
@@ -124,13 +125,14 @@ class MediaEngine:
 
     def __init__(
         self, host: str, port_range: tuple[int, int], ptime_ms: int = 20,
-        payload_type: int = 0, seed: int = 0,
+        payload_type: int = 0, seed: int = 0, destinations: Destinations = LOOPBACK_ONLY,
     ) -> None:
         lo, hi = port_range
         if not 1024 <= lo <= hi <= 65535:
             raise ValueError(f"RTP port range must be within 1024..65535, got {lo}-{hi}")
         self.host = host
         self.port_range = (lo, hi)
+        self.destinations = destinations
         self.ptime_ms = ptime_ms
         self.payload_type = payload_type
         self._step = samples_per_packet(payload_type, ptime_ms)
@@ -217,8 +219,14 @@ class MediaEngine:
             return sock, port
         raise InfraError(f"no free even RTP port in {lo}-{hi} on {self.host}")
 
-    def prepare_stream(self, local_port: int, remote: tuple[str, int]) -> None:
-        """Give an endpoint its target; it sends nothing until start_streams()."""
+    def prepare_stream(self, local_port: int, remote: tuple[str, int],
+                       origin: str = "the peer's SDP") -> None:
+        """Give an endpoint its target; it sends nothing until start_streams().
+
+        Every packet of the stream goes to `remote`, so the destination guard sees it here
+        (`origin` names where it came from) and a refused target raises UnsafeDestination.
+        """
+        self.destinations.check(remote[0], int(remote[1]), origin)
         with self._lock:
             endpoint = self._endpoint(local_port)
             if endpoint.stream is not None and endpoint.stream.running:

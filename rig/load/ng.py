@@ -12,6 +12,7 @@ import itertools
 import os
 from typing import Any
 
+from rig.topology.destinations import LOOPBACK_ONLY, Destinations
 from rig.wire.ng import (
     NgProtocolError,
     NgTimeout,
@@ -57,10 +58,12 @@ class NgClient:
 
     @classmethod
     async def open(
-        cls, host: str, port: int, timeout: float = 1.0, retries: int = 3
+        cls, host: str, port: int, timeout: float = 1.0, retries: int = 3,
+        destinations: Destinations = LOOPBACK_ONLY,
     ) -> NgClient:
         if timeout <= 0 or retries < 0:
             raise ValueError(f"NG timeout must be > 0 and retries >= 0: {timeout}, {retries}")
+        destinations.check(host, port, "the NG address")
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_datagram_endpoint(
             _NgProtocol, remote_addr=(host, port)

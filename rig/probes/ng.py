@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 import socket
 
+from rig.topology.destinations import LOOPBACK_ONLY, Destinations
 from rig.wire.ng import MAX_DATAGRAM, NgTimeout, check_reply, cookie_prefix, decode_ng, encode_ng
 
 
-def ng_request(host: str, port: int, message: dict, timeout: float = 1.0) -> dict:
+def ng_request(host: str, port: int, message: dict, timeout: float = 1.0,
+               destinations: Destinations = LOOPBACK_ONLY) -> dict:
     """Send one message and return the reply; raises NgError on error or timeout."""
+    destinations.check(host, port, "the NG address of a probe")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.connect((host, port))

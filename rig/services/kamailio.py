@@ -18,6 +18,7 @@ from pydantic import Field
 from rig.probes import Probe
 from rig.services import Peak, ServiceSettings, Site
 from rig.topology import Endpoints, RunningService, ServiceSpec
+from rig.topology.destinations import LOOPBACK_ONLY
 from rig.topology.wait import NotReady
 
 MemoryManager = Literal["qm", "fm", "tlsf"]
@@ -48,6 +49,7 @@ class SipOptionsAnswered:
     timeout: float = 0.3
 
     def check(self) -> None:
+        LOOPBACK_ONLY.check(self.host, self.port, "Kamailio's readiness OPTIONS")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(self.timeout)
             sock.bind((self.host, 0))

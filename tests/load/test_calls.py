@@ -8,14 +8,25 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rig.load.calls import VANISH_NOTICE_S, CallResult, CallSpec, SipTimers, Uac, Uas, UasCounts
+from rig.topology.destinations import UnsafeDestination
 from rig.topology.loopback import block_host
-from rig.wire.sip import SipMessage, build_response, parse_message
+from rig.wire.sip import (
+    RIG_HEADER,
+    Directive,
+    Leg,
+    SipMessage,
+    build_request,
+    build_response,
+    format_directive,
+    parse_message,
+)
 
 # SIP timers and exact counts under load: one worker at a time (the timing group)
 pytestmark = pytest.mark.timing
@@ -286,6 +297,56 @@ def test_in_dialog_requests_follow_the_record_route() -> None:
             assert result.completed, result.reason
 
     run(main())
+
+
+@pytest.mark.parametrize(("hop", "shown"), [
+    ("198.51.100.9:5060", "198.51.100.9:5060"),
+    ("proxy.example.com:5060", "'proxy.example.com':5060"),
+])
+def test_a_foreign_record_route_is_refused_before_the_ack_is_sent(hop: str, shown: str) -> None:
+    async def main() -> None:
+        async with raw_peer(UAS_HOST) as (uas, uas_port), Uac(
+            (UAC_HOST, free_port(UAC_HOST)), (UAS_HOST, uas_port), timers=FAST
+        ) as uac:
+            call = asyncio.ensure_future(uac.call(CallSpec(hold=0.01)))
+            invite, addr = await uas.next("INVITE")
+            ok = build_response(invite, 200, "u1", f"sip:callee@{UAS_HOST}:{uas_port}")
+            uas.send(ok.replace(b"To:", f"Record-Route: <sip:{hop};lr>\r\nTo:".encode()), addr)
+            with pytest.raises(UnsafeDestination) as caught:
+                await call
+            assert str(caught.value).startswith(
+                f"refusing to send to {shown} (SIP Record-Route of the 2xx to INVITE): not ")
+
+    run(main())
+
+
+def test_the_uas_reports_a_bye_hop_the_guard_refused() -> None:
+    refused: list[UnsafeDestination] = []
+
+    async def main() -> None:
+        async with raw_peer(UAC_HOST) as (uac, uac_port), Uas(
+            (UAS_HOST, free_port(UAS_HOST)), FAST, on_refused=refused.append
+        ) as uas:
+            leg = Leg(call_id="rr1", local_uri=f"sip:a@{UAC_HOST}:{uac_port}", local_tag="t1",
+                      remote_uri=f"sip:b@{uas.local[0]}:{uas.local[1]}", remote_tag="",
+                      target=f"sip:b@{uas.local[0]}:{uas.local[1]}",
+                      contact=f"sip:a@{UAC_HOST}:{uac_port}", sent_by=f"{UAC_HOST}:{uac_port}")
+            invite = build_request(leg, "INVITE", 1, "z9hG4bKrr1", extra=(
+                (RIG_HEADER, format_directive(Directive("answered", "uas", 0.01))),
+                ("Record-Route", "<sip:192.0.2.44:5060;lr>")))
+            uac.send(invite, uas.local)
+            ok, _ = await uac.next("INVITE")  # the 200 goes back to the INVITE's source
+            acked = replace(leg, remote_tag=ok.to_tag)
+            uac.send(build_request(acked, "ACK", 1, "z9hG4bKrr1ack"), uas.local)
+            deadline = asyncio.get_running_loop().time() + 2.0
+            while not refused and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            uas.close()
+
+    run(main())
+    assert [str(r) for r in refused][:1] == [
+        "refusing to send to 192.0.2.44:5060 (SIP Record-Route of the INVITE): not loopback, "
+        "not the rig's own and not in allow_destinations"]
 
 
 def test_end_calls_cuts_long_holds_short() -> None:

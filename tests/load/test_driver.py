@@ -24,15 +24,15 @@ from rig.load.driver import (
     LoadReport,
     RtpPlan,
     Targets,
-    UnsafeTarget,
     calls_due,
     pick_outcome,
 )
 from rig.load.mediacontrol import NgMediaControl
 from rig.load.ng import NgClient
 from rig.probes.ng import ng_request
+from rig.topology.destinations import Destinations, UnsafeDestination, parse_networks
 from rig.topology.loopback import block_host
-from rig.wire.ng import NgError
+from rig.wire.ng import NgError, decode_ng, encode_ng
 from rig.wire.sdp import media_address, shape_differences
 from rig.wire.sip import Leg, build_request, parse_message
 
@@ -199,19 +199,26 @@ def test_a_media_failure_fails_the_call_not_the_run() -> None:
 
 
 @pytest.mark.parametrize(
-    ("changes", "field"),
+    ("changes", "where"),
     [
-        ({"host": "10.1.2.3"}, "host '10.1.2.3'"),
-        ({"host": "localhost"}, "host 'localhost'"),
-        ({"proxy": ("192.168.1.1", 5060)}, "proxy '192.168.1.1'"),
-        ({"ng": ("8.8.8.8", 2223)}, "ng '8.8.8.8'"),
+        ({"host": "10.1.2.3"}, "10.1.2.3:"),
+        ({"proxy": ("192.168.1.1", 5060)}, "192.168.1.1:5060 (the SIP proxy (targets.proxy))"),
+        ({"ng": ("8.8.8.8", 2223)}, "8.8.8.8:2223 (the NG address (targets.ng))"),
     ],
 )
-def test_targets_outside_loopback_are_refused(changes: dict, field: str) -> None:
-    with pytest.raises(UnsafeTarget, match=field) as caught:
+def test_targets_outside_loopback_are_refused_unless_allowed(changes: dict, where: str) -> None:
+    with pytest.raises(UnsafeDestination) as caught:
         LoadDriver(plan(), None, targets(**changes), Recorder())
+    assert f"refusing to send to {where}" in str(caught.value)
     assert isinstance(caught.value, ValueError) and isinstance(caught.value, UsageError)
-    LoadDriver(plan(), None, targets(**changes), Recorder(), allow_non_loopback=True)
+    allowed = Destinations(allowed=parse_networks(["0.0.0.0/0"]))
+    LoadDriver(plan(), None, targets(**changes), Recorder(), destinations=allowed)
+
+
+def test_a_host_name_target_is_refused_even_with_everything_allowed() -> None:
+    allowed = Destinations(allowed=parse_networks(["0.0.0.0/0"]))
+    with pytest.raises(UnsafeDestination, match="'localhost'.*not an IP address"):
+        LoadDriver(plan(), None, targets(host="localhost"), Recorder(), destinations=allowed)
 
 
 @pytest.mark.parametrize(
@@ -275,6 +282,72 @@ def test_a_burst_in_sink_mode_reports_where_its_packets_landed() -> None:
     assert fired["streams"] == 16 and fired["processes"] == 2 and fired["lost"] == 0
     assert fired["arrival_spread_us"] is not None and fired["arrival_spread_us"] >= 0
     assert report.calls_completed == 8  # the calls carry on; only the first packets went aside
+
+
+# ---- a SUT that names a foreign media address: the run stops before any packet goes there ---
+
+FOREIGN = "203.0.113.7"  # TEST-NET-3: documentation only, never routed
+
+
+class HostileRelay(asyncio.DatagramProtocol):
+    """An NG relay that answers offer and answer with SDP naming `offer_host`/`answer_host`."""
+
+    def __init__(self, offer_host: str, answer_host: str) -> None:
+        self.hosts = {"offer": offer_host, "answer": answer_host}
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        cookie, message = decode_ng(data)
+        command = str(message.get("command"))
+        reply: dict[str, Any] = {"result": "ok"}
+        if command in self.hosts:
+            reply["sdp"] = (f"v=0\r\no=- 1 1 IN IP4 {HOST}\r\ns=-\r\n"
+                            f"c=IN IP4 {self.hosts[command]}\r\nt=0 0\r\n"
+                            "m=audio 40000 RTP/AVP 0\r\n")
+        self.transport.sendto(encode_ng(cookie, reply), addr)
+
+
+def drive_against_hostile_relay(offer_host: str, answer_host: str) -> tuple[
+        BaseException | None, Recorder, LoadDriver, float]:
+    recorder = Recorder()
+    ng_port = free_port()
+    calls = plan(cps=20.0, hold=0.5, outcomes={"answered": 1.0}, rtp=RtpPlan())
+    driver = LoadDriver(calls, None, targets(ng=(HOST, ng_port)), recorder, timers=FAST)
+
+    async def main() -> tuple[BaseException | None, float]:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: HostileRelay(offer_host, answer_host), local_addr=(HOST, ng_port))
+        started = loop.time()
+        try:
+            await driver.run(10.0)
+        except UnsafeDestination as refused:
+            return refused, loop.time() - started
+        finally:
+            transport.close()
+        return None, loop.time() - started
+
+    refused, seconds = run(main())
+    return refused, recorder, driver, seconds
+
+
+@pytest.mark.parametrize(("offer_host", "answer_host", "origin"), [
+    (HOST, FOREIGN, "SDP c=/m= from the relay's answer"),
+    (FOREIGN, HOST, "SDP c=/m= from the relay's offer"),
+])
+def test_a_foreign_media_address_from_the_relay_stops_the_run_before_any_rtp(
+    offer_host: str, answer_host: str, origin: str
+) -> None:
+    refused, recorder, driver, seconds = drive_against_hostile_relay(offer_host, answer_host)
+    assert str(refused) == (f"refusing to send to {FOREIGN}:40000 ({origin}): not loopback, "
+                            "not the rig's own and not in allow_destinations")
+    assert driver.snapshot()["load.rtp_sent"] == 0  # checked before the first packet
+    assert seconds < 5.0  # stopped at the first answer, not after the 10 s of load
+    refusals = [data for kind, data in recorder.events if kind == "unsafe_destination"]
+    assert refusals == [{"message": str(refused)}]
 
 
 # ---- the embedded default: the rig plays Kamailio's rtpengine module against the relay ---

@@ -101,6 +101,15 @@ def test_offer_and_answer_point_c_and_m_at_the_relay(relay: RelayProcess) -> Non
         relay.ng.request({"command": "delete", "call-id": "rw", "from-tag": "a"})
 
 
+def test_an_offer_naming_a_host_name_gets_an_error_and_no_session(relay: RelayProcess) -> None:
+    sdp = offer_sdp("127.0.2.11", 5000).replace("127.0.2.11", "rtp.example.com")
+    reply = relay.ng.request({"command": "offer", "call-id": "dns", "from-tag": "a", "sdp": sdp})
+    assert reply["result"] == "error"
+    assert "c= address 'rtp.example.com' is not an IP address" in reply["error-reason"]
+    listed = relay.ng.request({"command": "list"})
+    assert "dns" not in [c.decode() if isinstance(c, bytes) else c for c in listed["calls"]]
+
+
 def test_reoffer_keeps_the_ports(relay: RelayProcess) -> None:
     offer = {"command": "offer", "call-id": "re", "from-tag": "a",
              "sdp": offer_sdp("127.0.2.11", 5000)}

@@ -97,6 +97,10 @@ def test_rewrite_adds_static_rtpmap_and_keeps_direction(mods: dict[str, ModuleTy
         ("v=0\r\n", "no m= line"),
         ("v=0\r\nm=audio 4000 RTP/AVP 0\r\n", "no c= address"),
         ("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\n", "bad port"),
+        ("v=0\r\nc=IN IP4 media.example.com\r\nm=audio 4000 RTP/AVP 0\r\n",
+         "c= address 'media.example.com' is not an IP address"),
+        ("v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\nc=IN IP4 localhost\r\n",
+         "c= address 'localhost' is not an IP address"),
     ],
 )
 def test_unusable_sdp_names_the_problem(mods: dict[str, ModuleType], sdp: str, reason: str) -> None:
