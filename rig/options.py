@@ -20,6 +20,9 @@ def add_run_options(parser: argparse.ArgumentParser, *, repo_required: bool = Fa
                         help="repository root the service sources come from")
     parser.add_argument("--target", choices=TARGETS,
                         help="services as local processes or containers (default: the scenario's)")
+    parser.add_argument("--allow-outside-sources", action="store_true",
+                        help="a service `source` may be an absolute path outside the "
+                             "repository (copied into the run's temporary folder)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -38,6 +41,7 @@ def run_request(args: argparse.Namespace, scenario: Path, **fields: Any) -> Any:
         "repo": args.repo,
         "progress": show_progress(args),
         "target": args.target,
+        "allow_outside_sources": args.allow_outside_sources,
     }
     values.update(fields)
     return RunRequest(**values)

@@ -37,7 +37,7 @@ from rig.services import LogParser, Site, role_of, service, service_ports
 from rig.topology import Endpoints, Stack, backend_class
 from rig.topology.destinations import Destinations, parse_networks
 from rig.topology.runtime import RunRecord, process_labels, reserved_host
-from rig.topology.source import apply_patches, copy_sources
+from rig.topology.source import apply_patches, check_sources, copy_sources
 
 RIG_ROOT = Path(__file__).resolve().parents[1]
 CRASH_POLL_S = 0.1
@@ -62,6 +62,7 @@ class RunRequest:
     repo: Path | None = None
     progress: bool = True
     target: str | None = None  # local | docker; None: the scenario's `target`
+    allow_outside_sources: bool = False  # a service `source` may be an absolute path
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class Run:
         self.target = request.target or self.scenario.target
         self.backend_factory = backend_class(self.target)
         self.plan = stack_plan(self.scenario)
+        check_sources(self.repo, self._sources(), allow_outside=request.allow_outside_sources)
         self.stack_timing: dict[str, float] = {}
         self.exited: list[str] = []
         self.crit_lines: dict[str, str] = {}  # service -> its last CRIT line
@@ -184,8 +186,8 @@ class Run:
         record.add_folder(workdir)
         stack.callback(shutil.rmtree, workdir, True)
         plan = self.plan
-        sources = {name: plan.settings_of(name).source for name in plan.services}
-        copies = copy_sources(self.repo, sources, workdir / "src")
+        copies = copy_sources(self.repo, self._sources(), workdir / "src", outside=(
+            workdir / "outside" if self.request.allow_outside_sources else None))
         apply_patches(workdir / "src", self.patches)
         self.site = Site(endpoints, workdir).make()
         backend = self.backend_factory(endpoints, folder.logs_dir, record)
@@ -198,6 +200,9 @@ class Run:
         self.stack_timing["stack_start_s"] = round(self.clock.monotonic() - began, 3)
         stack.callback(services.close)
         return services
+
+    def _sources(self) -> dict[str, str]:
+        return {name: self.plan.settings_of(name).source for name in self.plan.services}
 
     def _probes(self, services: Stack, endpoints: Endpoints, driver: Any) -> list[Probe]:
         """Each service's own probes, in start order, then the media relay's sessions

@@ -349,6 +349,8 @@ def allowed_for(error: Any, loc: list[str]) -> str:
         return f"text matching {error['ctx']['pattern']}"
     if kind == "literal_error":
         return str(error["ctx"]["expected"])
+    if kind == "value_error":
+        return ""  # the validator's own message says what is allowed
     field = field_at(loc)
     if field is None:
         return ""

@@ -75,6 +75,7 @@ class BisectArgs:
     overrides: tuple[str, ...] = ()
     patches: tuple[Path, ...] = ()
     target: str | None = None  # None: the scenario's
+    allow_outside_sources: bool = False
 
     def identity(self) -> dict[str, Any]:
         data = asdict(self)
@@ -82,6 +83,8 @@ class BisectArgs:
                     overrides=list(self.overrides), patches=[str(p) for p in self.patches])
         if self.target is None:
             del data["target"]  # bisects saved before --target resume unchanged
+        if not self.allow_outside_sources:
+            del data["allow_outside_sources"]  # nor those saved before it
         return data
 
 
@@ -184,7 +187,7 @@ def run_at(run: RunFn, args: BisectArgs, tree: Path, results: Path) -> tuple[str
     """(verdict, run folder, detail): pass/fail as judged, skip when the commit cannot run."""
     request = RunRequest(scenario_path=args.scenario, overrides=args.overrides,
                          patches=args.patches, results_root=results, repo=tree, progress=False,
-                         target=args.target)
+                         target=args.target, allow_outside_sources=args.allow_outside_sources)
     try:
         outcome = run(request)
     except ScenarioError:

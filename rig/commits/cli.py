@@ -104,7 +104,7 @@ def cmd_bisect(args: argparse.Namespace, run: Any = real_run) -> int:
 
     request = BisectArgs(args.repo, args.good, args.bad, args.scenario, args.confidence,
                          args.max_runs, args.runs_per_step, tuple(args.overrides),
-                         tuple(args.patches), args.target)
+                         tuple(args.patches), args.target, args.allow_outside_sources)
     out = args.out or default_bisect_out(args)
     result = bisect(request, out, run, progress=show_progress(args))
     plot_posterior(result, out / "bisect.png", args.confidence)
@@ -136,7 +136,8 @@ def cmd_sweep(args: argparse.Namespace, run: Any = real_run) -> int:
     result = sweep(args.repo, args.range, args.scenario, args.out, run, every=args.every,
                    counter=args.counter, ceiling=args.ceiling,
                    overrides=tuple(args.overrides), patches=tuple(args.patches),
-                   target=args.target, on_point=lambda p: print(f"{p.commit[:10]} {p.verdict:5} "
+                   target=args.target, allow_outside_sources=args.allow_outside_sources,
+                   on_point=lambda p: print(f"{p.commit[:10]} {p.verdict:5} "
                                             f"{args.counter}={p.peak}  {p.subject}"))
     ceiling = "none" if result.ceiling is None else f"{result.ceiling:g}"
     print(f"ceiling: {ceiling}  sweep: {args.out / 'sweep.json'}  plot: "

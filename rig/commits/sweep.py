@@ -86,6 +86,7 @@ def sweep(
     overrides: tuple[str, ...] = (),
     patches: tuple[Path, ...] = (),
     target: str | None = None,
+    allow_outside_sources: bool = False,
     checkout_at: CheckoutFn = checkout,
     on_point: Callable[[SweepPoint], None] = lambda point: None,
 ) -> SweepResult:
@@ -101,7 +102,8 @@ def sweep(
         with checkout_at(repo, commit.sha) as tree:
             request = RunRequest(scenario_path=scenario.resolve(), overrides=overrides,
                                  patches=patches, results_root=out / "runs", repo=tree,
-                                 progress=False, target=target)
+                                 progress=False, target=target,
+                                 allow_outside_sources=allow_outside_sources)
             point, reported = sweep_point(run, request, commit, counter)
         seen_ceiling = seen_ceiling if seen_ceiling is not None else reported
         points.append(point)

@@ -10,13 +10,16 @@ module here (and its folder under containers/).
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from rig.errors import UsageError
+from pydantic import field_validator
+
+from rig.errors import UsageError, quote
 from rig.frozen import Frozen
 from rig.probes import Probe
 from rig.series import Event
@@ -36,6 +39,17 @@ class ServiceSettings(Frozen):
     """The keys every service takes under `services.<name>`."""
 
     source: str
+
+    @field_validator("source")
+    @classmethod
+    def stays_in_the_repository(cls, value: str) -> str:
+        """A relative folder may not climb out of the repository (checked again, with
+        symbolic links followed, when the run copies it: rig.topology.source)."""
+        climbs = posixpath.normpath(value).split("/")[0] == ".."
+        if climbs and not PurePosixPath(value).is_absolute():
+            raise ValueError(f"{quote(value)} leads out of the repository (allowed: a folder "
+                             "inside it, or an absolute path with --allow-outside-sources)")
+        return value
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def run(request):
 
 args = argparse.Namespace(scenario=pathlib.Path(sys.argv[1]), overrides=[], patches=[],
                           results=pathlib.Path(sys.argv[2]), repo=None, target=None,
-                          no_progress=True)
+                          no_progress=True, allow_outside_sources=False)
 sys.exit(cmd_bisect_step(args, run))
 '''
 
