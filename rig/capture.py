@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from rig.atomic import write_text_atomic
+
 CAPTURE_FILE = "capture.pcap"
 STATUS_FILE = ".capture-status.json"
 PCAP_RECORD_OVERHEAD = 16  # bytes of each record header
@@ -201,9 +203,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
         counts = keeper.finish()
         writer.close()
         sock.close()
-        tmp = args.status.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(counts)))
-        os.replace(tmp, args.status)
+        write_text_atomic(args.status, json.dumps(asdict(counts)))
     return 0
 
 

@@ -3,24 +3,27 @@
 Each axis is a scenario key with the values to try (`services.kamailio.shm_manager=qm,fm,tlsf`);
 every combination becomes one run (the values go in as `--set` overrides) in its own folder
 under the matrix folder. The comparison is computed as data (`CellResult`), then printed as a
-table, saved as `matrix.json`, and rendered with `rig.report.html_report` over the run folders.
+table (`matrix.txt`), saved as `matrix.json` (status `incomplete` until the whole matrix is
+written, like a run's summary.json), and rendered with `rig.report.html_report` over the run
+folders.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from rig.atomic import write_json_atomic, write_text_atomic
 from rig.errors import UsageError
 from rig.services import matrix_counters
 
 AXIS_KEY = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
 MAX_CELLS = 64
+MATRIX_SCHEMA = 2  # 1 was a bare list of the cells, written only at the end
 
 
 @dataclass(frozen=True)
@@ -171,16 +174,30 @@ def run_matrix(
 
         run = run_scenario
     out.mkdir(parents=True, exist_ok=True)
-    results, folders = [], []
+    results: list[CellResult] = []
+    folders = []
+    write_matrix_json(out, plan, results, complete=False)
     for cell in plan:
         outcome = run(replace(request, overrides=(*request.overrides, *cell.overrides),
                               out=out / cell.name))
         result = cell_result(cell, outcome.summary)
         results.append(result)
         folders.append(outcome.folder)
+        write_matrix_json(out, plan, results, complete=False)
         on_cell(result)
-    (out / "matrix.json").write_text(
-        json.dumps([asdict(r) for r in results], indent=2, default=str) + "\n", encoding="utf-8")
-    (out / "matrix.txt").write_text(matrix_table(results) + "\n", encoding="utf-8")
+    write_text_atomic(out / "matrix.txt", matrix_table(results) + "\n")
     report = html_report(folders, out / "report.html")
+    write_matrix_json(out, plan, results, complete=True)  # last: the matrix is whole
     return MatrixOutcome(out, tuple(results), report)
+
+
+def write_matrix_json(out: Path, plan: Sequence[Cell], results: Sequence[CellResult], *,
+                      complete: bool) -> Path:
+    """matrix.json: `status` stays `incomplete` (like a run's verdict) until every cell,
+    matrix.txt and the report are written; `cells` holds the cells run so far."""
+    return write_json_atomic(out / "matrix.json", {
+        "schema_version": MATRIX_SCHEMA,
+        "status": "complete" if complete else "incomplete",
+        "planned": [c.name for c in plan],
+        "cells": [asdict(r) for r in results],
+    }, default=str)

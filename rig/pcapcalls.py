@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rig.atomic import atomic_path
 from rig.wire.sip import SipMessage, parse_message
 
 ROLES_BY_PORT = {5060: "UAC", 5070: "proxy", 5080: "UAS", 2223: "relay"}
@@ -219,15 +220,16 @@ def write_frames(path: Path, datagrams: Iterable[Datagram]) -> int:
     from scapy.utils import RawPcapWriter
 
     count = 0
-    writer = RawPcapWriter(str(path), linktype=1, snaplen=262144)
-    writer.write_header(None)
-    try:
-        for d in datagrams:
-            sec = int(d.t)
-            writer.write_packet(d.frame, sec=sec, usec=int(round((d.t - sec) * 1e6)))
-            count += 1
-    finally:
-        writer.close()
+    with atomic_path(path) as tmp:
+        writer = RawPcapWriter(str(tmp), linktype=1, snaplen=262144)
+        writer.write_header(None)
+        try:
+            for d in datagrams:
+                sec = int(d.t)
+                writer.write_packet(d.frame, sec=sec, usec=int(round((d.t - sec) * 1e6)))
+                count += 1
+        finally:
+            writer.close()
     return count
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rig.atomic import savefig_atomic, write_text_atomic
 from rig.report_diagnosis import diagnosis_html, plot_make_shard, plot_sites
 from rig.results import checks_side_by_side, read_events, read_series, read_summary
 from rig.series import Event, Series
@@ -130,7 +130,7 @@ def plot_pins(series: Series, events: Sequence[Event], summary: Mapping[str, Any
                   ylabel="shards (count)")
     finish_axes(pins_ax)
     finish_axes(shards_ax)
-    fig.savefig(out, dpi=100)
+    savefig_atomic(fig, out, dpi=100)
     return out
 
 
@@ -158,7 +158,7 @@ def plot_load(series: Series, events: Sequence[Event], summary: Mapping[str, Any
                ylabel="packets per second")
     finish_axes(calls_ax)
     finish_axes(rtp_ax, integer_counts=False)
-    fig.savefig(out, dpi=100)
+    savefig_atomic(fig, out, dpi=100)
     return out
 
 
@@ -316,12 +316,7 @@ def html_report(folders: Sequence[Path], out: Path) -> Path:
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n"
         + "\n".join(body) + "\n</body></html>\n"
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(Path(out), page)
 
 
 def report_runs(folders: Sequence[Path], out: Path | None = None

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rig.atomic import savefig_atomic
 from rig.diagnosis.race import phantom_calls, shard_calls
 from rig.series import Event
 
@@ -57,7 +58,7 @@ def plot_make_shard(events: Sequence[Event], summary: Mapping[str, Any], out: Pa
     ax.set(title=title, xlabel="time since run start (s)", ylabel="relay thread")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    fig.savefig(out, dpi=100)
+    savefig_atomic(fig, out, dpi=100)
     return out
 
 
@@ -97,7 +98,7 @@ def plot_sites(summary: Mapping[str, Any], out: Path, title: str) -> Path | None
     shard_ax.legend(loc="lower right", fontsize=8)
     for ax in (bytes_ax, shard_ax):
         ax.grid(axis="x", alpha=0.3)
-    fig.savefig(out, dpi=100)
+    savefig_atomic(fig, out, dpi=100)
     return out
 
 

@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rig import atomic
+from rig.atomic import atomic_open
 from rig.checks import RunWindow, Verdict
 from rig.errors import UsageError
 from rig.series import Event, Sample, Series
@@ -98,12 +100,10 @@ class RunFolder:
             with target.open(newline="", encoding="utf-8") as f:
                 rows = list(csv.reader(f))[1:]
         width = 1 + len(self.columns)
-        tmp = target.with_suffix(".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_open(target, newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["t", *self.columns])
             writer.writerows(row + [""] * (width - len(row)) for row in rows)
-        os.replace(tmp, target)
 
     def append_event(self, event: Event) -> None:
         line = json.dumps({"t": event.t, "kind": event.kind, "data": dict(event.data)},
@@ -131,10 +131,8 @@ def jsonable(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=jsonable) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """rig.atomic's writer, with numpy numbers and dataclasses as JSON."""
+    return atomic.write_json_atomic(path, data, default=jsonable)
 
 
 def incomplete_summary(run_id: str) -> Summary:

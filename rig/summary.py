@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rig.atomic import write_json_atomic
 from rig.errors import UsageError
 
 SCHEMA_VERSION = 2
@@ -287,9 +288,7 @@ def summary_schema() -> dict[str, Any]:
 
 
 def write_summary_schema(path: Path = SUMMARY_SCHEMA_PATH) -> Path:
-    path.write_text(json.dumps(summary_schema(), indent=2, sort_keys=True) + "\n",
-                    encoding="utf-8")
-    return path
+    return write_json_atomic(path, summary_schema(), sort_keys=True)
 
 
 if __name__ == "__main__":

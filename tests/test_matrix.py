@@ -126,7 +126,21 @@ def test_run_matrix_runs_each_cell_and_writes_one_report(tmp_path: Path):
     assert [r.verdict for r in outcome.results] == ["pass", "pass", "fail"]
     assert outcome.exit_code == 1
     assert outcome.report.is_file() and "shm_manager-tlsf" in outcome.report.read_text()
-    assert len(json.loads((tmp_path / "m" / "matrix.json").read_text())) == 3
+    saved = json.loads((tmp_path / "m" / "matrix.json").read_text())
+    assert saved["status"] == "complete" and len(saved["cells"]) == 3
+
+
+def test_a_matrix_stopped_midway_says_incomplete_and_keeps_the_cells_run(tmp_path: Path):
+    run, _ = fake_runs({"qm": "pass", "fm": "pass"})  # tlsf: a KeyError, the matrix stops
+    with pytest.raises(KeyError):
+        run_matrix(RunRequest(SESSION_LEAK), [parse_axis(
+            "services.kamailio.shm_manager=qm,fm,tlsf")], tmp_path / "m", run=run)
+    saved = json.loads((tmp_path / "m" / "matrix.json").read_text())
+    assert saved["status"] == "incomplete"
+    assert saved["planned"] == [f"shm_manager-{m}" for m in ("qm", "fm", "tlsf")]
+    assert [c["name"] for c in saved["cells"]] == ["shm_manager-qm", "shm_manager-fm"]
+    assert not (tmp_path / "m" / "matrix.txt").exists()
+    assert [p.name for p in (tmp_path / "m").glob(".*")] == []  # no temporary file left
 
 
 def test_run_matrix_passes_when_every_cell_passes(tmp_path: Path):

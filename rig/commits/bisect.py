@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from rig.commits.gate import write_json_atomic
+from rig.atomic import savefig_atomic, write_json_atomic
 from rig.commits.worktree import Commit, checkout, first_parent_range, repo_root
 from rig.errors import InfraError, ScenarioError, UsageError
 from rig.runner import RunOutcome, RunRequest
@@ -219,7 +219,7 @@ def run_step(run: RunFn, args: BisectArgs, state: BisectState, search: Search, s
         state.runs.append(RunEntry(step.index, state.commits[step.index].sha, verdict, folder,
                                    detail))
         replay(search, state.runs[-1:])
-        write_json_atomic(out / "bisect.json", state_to_json(state, search))
+        write_json_atomic(out / "bisect.json", state_to_json(state, search), sort_keys=True)
         tick()
         if verdict in ("fail", "skip") or search.done:
             return
@@ -261,7 +261,7 @@ def bisect(
     finally:
         if bar is not None:
             bar.close()
-    write_json_atomic(out / "bisect.json", state_to_json(state, search))
+    write_json_atomic(out / "bisect.json", state_to_json(state, search), sort_keys=True)
     return result_of(state, search)
 
 
@@ -346,7 +346,7 @@ def plot_posterior(result: BisectResult, path: Path, confidence: float) -> Path:
                  f"{result.runs} runs")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    savefig_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -9,14 +9,13 @@ peak exceeds the baseline by more than the baseline's relative tolerance. The ou
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rig.atomic import write_json_atomic, write_text_atomic
 from rig.clock import Clock, SystemClock
 from rig.errors import InfraError, UsageError
 from rig.runner import RunOutcome, RunRequest
@@ -150,19 +149,11 @@ def baseline_from(cases: Sequence[GateCase], tolerance: float) -> Baseline:
     return Baseline(tolerance, {k: v for k, v in peaks.items() if v})
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
-        out.write("\n")
-    os.replace(tmp, path)
-
-
 def write_baseline(path: Path, baseline: Baseline) -> None:
     write_json_atomic(path, {"schema_version": BASELINE_SCHEMA,
                              "tolerance": baseline.tolerance,
-                             "scenarios": {k: dict(v) for k, v in baseline.peaks.items()}})
+                             "scenarios": {k: dict(v) for k, v in baseline.peaks.items()}},
+                      sort_keys=True)
 
 
 def regressions(peaks: Mapping[str, float], expected: Mapping[str, float],
@@ -260,8 +251,7 @@ def gate_with_files(
                       on_case=on_case)
     markdown = markdown_summary(report)
     if files.junit is not None:
-        files.junit.parent.mkdir(parents=True, exist_ok=True)
-        files.junit.write_text(junit_xml(report))
+        write_text_atomic(files.junit, junit_xml(report))
     if files.markdown is not None:
         with files.markdown.open("a") as out:
             out.write(markdown)

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rig.commits.gate import peaks_of, write_json_atomic
+from rig.atomic import savefig_atomic, write_json_atomic
+from rig.commits.gate import peaks_of
 from rig.commits.worktree import Commit, checkout, commit_range, repo_root
 from rig.errors import InfraError, ScenarioError, UsageError
 from rig.runner import RunOutcome, RunRequest
@@ -109,7 +110,8 @@ def sweep(
         points.append(point)
         on_point(point)
         result = SweepResult(counter, seen_ceiling, tuple(points))
-        write_json_atomic(out / "sweep.json", sweep_json(result, repo, span, scenario))
+        write_json_atomic(out / "sweep.json", sweep_json(result, repo, span, scenario),
+                          sort_keys=True)
     result = SweepResult(counter, seen_ceiling, tuple(points))
     plot_sweep(result, out / "sweep.png")
     return result
@@ -147,6 +149,6 @@ def plot_sweep(result: SweepResult, path: Path) -> Path:
     ax.set_title(f"sweep: peak {result.counter} per commit")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    savefig_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path

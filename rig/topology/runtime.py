@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from rig.atomic import write_text_atomic
 from rig.errors import InfraError
 
 RUN_ID_ENV = "RIG_RUN_ID"
@@ -89,9 +90,7 @@ class RunRecord:
         return runtime_dir() / "runs" / f"{self.run_id}.json"
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self)))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps(asdict(self)))
 
     def add_process(self, name: str, pid: int) -> None:
         started = psutil.Process(pid).create_time()
