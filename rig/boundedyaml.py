@@ -9,6 +9,7 @@ in depth and in number of values; all of it is checked before any Python object 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -74,6 +75,16 @@ class _DepthBoundLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)  # type: ignore[no-any-return]
         finally:
             self._depth -= 1
+
+
+# YAML 1.1 (PyYAML) reads 5e-05 and 1e3 as strings: it wants a dot in the mantissa and a
+# sign on the exponent. A user who writes `jitter: 5e-05` or `--set bursts.jitter=5e-05`
+# means a number, as YAML 1.2 and every other parser do.
+_DepthBoundLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def _measure(node: Node, level: int, seen: dict[int, tuple[int, int]]) -> tuple[int, int]:

@@ -94,3 +94,11 @@ def test_text_past_the_size_limit_is_refused_before_parsing():
 )
 def test_values_pyyaml_cannot_build_are_refused(text, fragment):
     assert fragment in refusal(text)
+
+
+@pytest.mark.parametrize(("text", "value"),
+                         [("5e-05", 5e-05), ("1e3", 1000.0), ("-2.5E+2", -250.0),
+                          ("1.0", 1.0), ("10", 10), ("e5", "e5"), ("1e", "1e")])
+def test_numbers_with_an_exponent_are_numbers_as_in_yaml_1_2(text, value):
+    loaded = load_bounded(text)
+    assert loaded == value and type(loaded) is type(value)
