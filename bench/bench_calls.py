@@ -34,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench_rtp import process_cpu  # noqa: E402  (this script's folder is on the path)
 
-from rig.load.calls import SipTimers, Uas  # noqa: E402
+from rig.load.calls import Uas  # noqa: E402
 from rig.load.driver import CallPlan, LoadDriver, Targets  # noqa: E402
+from rig.wire.transaction import SipTimers  # noqa: E402
 
 OUT = ROOT / "results" / "bench" / "calls.json"
 HOST = "127.0.3.11"  # caller and callee on one address, as the driver's Targets have it

@@ -1,9 +1,10 @@
 """The rig's SIP user agents over asyncio UDP: a UAC that places calls and a UAS that answers.
 
 The UAC runs one coroutine per call; the UAS is a callback state machine (no task per
-call), because it only reacts. Both retransmit over UDP with RFC 3261-like timers, bounded
-by `SipTimers.timeout`, so every call ends. The UAS picks the outcome of each call from the
-X-Rig-Outcome header the UAC sets; without it (SIPp, a softphone) it answers.
+call), because it only reacts. Retransmissions and give-ups are the RFC 3261 transaction
+machines of rig.wire.transaction, bounded by `SipTimers.timeout`, so every call ends.
+The UAS picks the outcome of each call from the X-Rig-Outcome header the UAC sets; without
+it (SIPp, a softphone) it answers.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ from rig.wire.sip import (
     parse_message,
     uri_of,
 )
+from rig.wire.transaction import (
+    RFC_TIMERS,
+    ClientInvite,
+    ClientNonInvite,
+    ServerInvite,
+    SipTimers,
+    State,
+)
 
 Address = tuple[str, int]
 REPLY_ORIGIN = "the source of a SIP message"  # responses go back where the request came from
@@ -42,15 +51,6 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 READ_BATCH = 64
 MAX_DATAGRAM = 65535
 AnsweredHook = Callable[[str, str], Awaitable[None]]  # (to_tag, answer sdp)
-
-
-@dataclass(frozen=True)
-class SipTimers:
-    """T1/T2 as in RFC 3261; `timeout` bounds every transaction (Timer B/F/H, 64*T1 there)."""
-
-    t1: float = 0.5
-    t2: float = 4.0
-    timeout: float = 32.0
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ class Uac:
         local: Address,
         remote: Address,
         proxy: Address | None = None,
-        timers: SipTimers = SipTimers(),
+        timers: SipTimers = RFC_TIMERS,
         destinations: Destinations = LOOPBACK_ONLY,
     ) -> None:
         self.local, self.remote, self.proxy, self.timers = local, remote, proxy, timers
@@ -344,12 +344,13 @@ class _UacCall:
         branch = self.uac._ids.branch()
         invite = build_request(self.leg, "INVITE", 1, branch, sdp,
                                extra=((RIG_HEADER, format_directive(directive)),))
-        final = await self.invite_transaction(invite, branch)
+        tx = ClientInvite(invite, self.timers, self.loop.time(), ring_limit=self.timers.timeout)
+        final = await self.invite_transaction(tx, branch)
         if final is None:
             return self.result(False, "no final response to INVITE")
         status = final.status
         if status >= 300:
-            self.ack_failure(final, branch)
+            self.ack_failure(tx, final, branch)
             if status == EXPECTED_FINAL[spec.outcome]:
                 return self.result(True, status=status)
             return self.result(False, f"unexpected {status} to INVITE", status)
@@ -361,56 +362,57 @@ class _UacCall:
             await on_answered(final.to_tag, final.body)
         return await self.hang_up(status)
 
-    async def invite_transaction(self, invite: bytes, branch: str) -> SipMessage | None:
-        """Send INVITE, retransmit until a provisional, CANCEL when due; the final or None."""
-        t = self.timers
+    async def invite_transaction(self, tx: ClientInvite, branch: str) -> SipMessage | None:
+        """Send the INVITE, let its transaction retransmit, CANCEL when due; the final or None.
+        """
         now = self.loop.time()
-        deadline, interval = now + t.timeout, t.t1
-        retransmit_at = now + interval
         cancel_at = math.inf
         if self.spec.outcome == "no_answer":
             cancel_at = now + self.spec.no_answer_timeout
-        cancel: bytes = b""
-        cancel_retransmit_at, cancel_interval = math.inf, t.t1
-        provisional = False
-        self.uac._send_on(self.leg, invite)
+        cancel: ClientNonInvite | None = None
+        send = self.uac._send_on
+        send(self.leg, tx.request)
         while True:
             now = self.loop.time()
-            if now >= deadline:
-                return None
-            if not provisional and now >= retransmit_at:
-                self.uac._send_on(self.leg, invite)
-                interval *= 2
-                retransmit_at = now + interval
-            if provisional and not cancel and (now >= cancel_at or self.uac._ending):
-                cancel = build_request(self.leg, "CANCEL", 1, branch)
-                cancel_retransmit_at = now
-            if cancel and now >= cancel_retransmit_at:
-                self.uac._send_on(self.leg, cancel)
-                cancel_retransmit_at = now + cancel_interval
-                cancel_interval = min(cancel_interval * 2, t.t2)
-            wake = min(deadline, cancel_retransmit_at,
-                       cancel_at if provisional and not cancel else math.inf,
-                       math.inf if provisional else retransmit_at)
+            for due in (tx, cancel):
+                if due is not None and now >= due.wake_at:
+                    step = due.fire(now)
+                    if step.send is not None:
+                        send(self.leg, step.send)
+                    if step.timed_out and due is tx:
+                        return None
+            ringing = tx.state is State.PROCEEDING
+            if ringing and cancel is None and (now >= cancel_at or self.uac._ending):
+                cancel = ClientNonInvite(build_request(self.leg, "CANCEL", 1, branch),
+                                         self.timers, now)
+                send(self.leg, cancel.request)
+            wake = min(tx.wake_at, cancel.wake_at if cancel is not None else math.inf,
+                       cancel_at if ringing and cancel is None else math.inf)
             item = await self.box.get(wake - now)
             if item is None:
                 continue
             message = item[0]
             if message.is_request or message.branch != branch:
                 continue
+            now = self.loop.time()
             if message.method == "CANCEL":
-                cancel_retransmit_at = math.inf  # CANCEL answered; the INVITE's 487 follows
+                if cancel is not None:
+                    cancel.response(message.status, now)  # answered; the INVITE's 487 follows
             elif message.method == "INVITE":
+                step = tx.response(message.status, now)
+                if step.send is not None:
+                    send(self.leg, step.send)
+                if not step.deliver:
+                    continue
                 if message.status >= 200:
                     return message
-                if not provisional and self.spec.outcome == "cancel":
+                if not ringing and self.spec.outcome == "cancel":
                     cancel_at = now + self.spec.cancel_after
-                provisional = True
 
-    def ack_failure(self, final: SipMessage, branch: str) -> None:
+    def ack_failure(self, tx: ClientInvite, final: SipMessage, branch: str) -> None:
         """ACK a non-2xx final: same branch as the INVITE, hop by hop."""
         leg = replace(self.leg, remote_tag=final.to_tag)
-        self.uac._send_on(self.leg, build_request(leg, "ACK", 1, branch))
+        self.uac._send_on(self.leg, tx.send_ack(build_request(leg, "ACK", 1, branch)))
 
     def confirm(self, final: SipMessage) -> None:
         """The dialog from a 2xx: peer tag, Contact, route set; then the ACK (new branch)."""
@@ -463,8 +465,8 @@ class _UacCall:
         branch = self.uac._ids.branch()
         data = build_request(self.leg, "BYE", 2, branch)
         response = await non_invite_transaction(
-            self.box, lambda: self.uac._send_on(self.leg, data), branch, "BYE",
-            self.timers, on_other=self.answer_in_dialog)
+            self.box, lambda datagram: self.uac._send_on(self.leg, datagram), data, branch,
+            "BYE", self.timers, on_other=self.answer_in_dialog)
         return response is not None and 200 <= response.status < 300
 
     def answer_in_dialog(self, message: SipMessage, addr: Address) -> None:
@@ -474,34 +476,35 @@ class _UacCall:
 
 async def non_invite_transaction(
     box: _Mailbox,
-    send: Callable[[], None],
+    send: Callable[[bytes], None],
+    request: bytes,
     branch: str,
     method: str,
     timers: SipTimers,
     on_other: Callable[[SipMessage, Address], None] | None = None,
 ) -> SipMessage | None:
-    """Send, retransmit (T1 doubling up to T2) until a final response; None at the timeout."""
+    """Send, let the transaction retransmit (Timer E) until a final response; None when it
+    gives up (Timer F)."""
     loop = asyncio.get_running_loop()
-    now = loop.time()
-    deadline, interval = now + timers.timeout, timers.t1
-    retransmit_at = now + interval
-    send()
-    while (now := loop.time()) < deadline:
-        if now >= retransmit_at:
-            send()
-            interval = min(interval * 2, timers.t2)
-            retransmit_at = now + interval
-        item = await box.get(min(deadline, retransmit_at) - now)
+    tx = ClientNonInvite(request, timers, loop.time())
+    send(request)
+    while True:
+        now = loop.time()
+        if now >= tx.wake_at:
+            step = tx.fire(now)
+            if step.timed_out:
+                return None
+            if step.send is not None:
+                send(step.send)
+        item = await box.get(tx.wake_at - now)
         if item is None:
             continue
         message, addr = item
         if not message.is_request and message.branch == branch and message.method == method:
-            if message.status >= 200:
+            if tx.response(message.status, loop.time()).deliver and message.status >= 200:
                 return message
-            interval = timers.t2  # a provisional: keep going at T2 (Timer E)
         elif on_other is not None:
             on_other(message, addr)
-    return None
 
 
 OfferHook = Callable[[str, str], str]  # (call_id, offer sdp) -> answer sdp
@@ -509,18 +512,16 @@ EndHook = Callable[[str], None]  # call_id: the call is over (media may be relea
 
 
 class _UasCall:
-    __slots__ = ("invite", "addr", "to_tag", "directive", "last", "state", "timer", "interval",
-                 "given_up_at")
+    __slots__ = ("invite", "addr", "to_tag", "directive", "tx", "state", "timer")
 
     def __init__(
-        self, invite: SipMessage, addr: Address, to_tag: str, directive: Directive
+        self, invite: SipMessage, addr: Address, to_tag: str, directive: Directive,
+        tx: ServerInvite,
     ) -> None:
         self.invite, self.addr, self.to_tag, self.directive = invite, addr, to_tag, directive
-        self.last = b""  # the last response to the INVITE, resent on its retransmissions
+        self.tx = tx  # the INVITE's server transaction: its responses and their timers
         self.state = "ringing"  # -> answered | rejected -> confirmed -> (removed)
-        self.timer: asyncio.TimerHandle | None = None
-        self.interval = 0.0
-        self.given_up_at = 0.0
+        self.timer: asyncio.TimerHandle | None = None  # ring limit, retransmission or hold
 
 
 class Uas:
@@ -533,7 +534,7 @@ class Uas:
     def __init__(
         self,
         local: Address,
-        timers: SipTimers = SipTimers(),
+        timers: SipTimers = RFC_TIMERS,
         on_offer: OfferHook | None = None,
         on_end: EndHook | None = None,
         ring_limit: float = 60.0,
@@ -547,7 +548,8 @@ class Uas:
         self.counts = UasCounts()
         self._ids = IdSource(f"s{os.getpid():x}{id(self) & 0xFFFF:x}.")
         self._calls: dict[str, _UasCall] = {}
-        self._ended: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # answers to late BYEs
+        # answers to retransmitted BYEs, kept for `timeout` (Timer J)
+        self._ended: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._byes: dict[str, _Mailbox] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._endpoint: _Endpoint | None = None
@@ -615,8 +617,9 @@ class Uas:
     def _on_invite(self, invite: SipMessage, addr: Address) -> None:
         call = self._calls.get(invite.call_id)
         if call is not None:
-            if call.last:
-                self._send(call.last, addr)  # a retransmission
+            step = call.tx.request("INVITE", self._now())  # a retransmission
+            if step.send is not None:
+                self._send(step.send, addr)
             return
         if invite.to_tag:  # a re-INVITE: keep the session as it is
             self._send(build_response(invite, 488, reason="Not Acceptable Here"), addr)
@@ -628,7 +631,8 @@ class Uas:
             self.counts.failed += 1
             self._send(build_response(invite, 400, reason=str(exc)[:80]), addr)
             return
-        call = _UasCall(invite, addr, self._ids.tag(), directive)
+        call = _UasCall(invite, addr, self._ids.tag(), directive,
+                        ServerInvite(self.timers, self._now()))
         self._calls[invite.call_id] = call
         outcome = directive.outcome
         self.counts.outcomes[outcome] = self.counts.outcomes.get(outcome, 0) + 1
@@ -644,26 +648,28 @@ class Uas:
             call.timer = self._later(self.ring_limit, self._ring_limit_reached, call)
 
     def _respond(self, call: _UasCall, status: int, body: str = "") -> None:
-        call.last = build_response(call.invite, status, call.to_tag, self.contact, body)
-        self._send(call.last, call.addr)
+        response = build_response(call.invite, status, call.to_tag, self.contact, body)
+        self._send(call.tx.respond(response, status, self._now()), call.addr)
 
     def _final(self, call: _UasCall, status: int, body: str = "") -> None:
-        """A final response, retransmitted (T1 doubling, up to T2) until the ACK."""
+        """A final response, retransmitted by its transaction (Timer G) until the ACK."""
         self._respond(call, status, body)
         call.state = "answered" if status < 300 else "rejected"
-        call.interval = self.timers.t1
-        call.given_up_at = self._now() + self.timers.timeout
         if call.timer is not None:
             call.timer.cancel()
-        call.timer = self._later(call.interval, self._retransmit_final, call)
+        self._retransmit_at_wake(call)
+
+    def _retransmit_at_wake(self, call: _UasCall) -> None:
+        call.timer = self._later(call.tx.wake_at - self._now(), self._retransmit_final, call)
 
     def _retransmit_final(self, call: _UasCall) -> None:
-        if self._now() >= call.given_up_at:
-            self._finish(call, completed=False)  # no ACK came
+        step = call.tx.fire(self._now())
+        if step.timed_out:
+            self._finish(call, completed=False)  # no ACK came (Timer H)
             return
-        self._send(call.last, call.addr)
-        call.interval = min(call.interval * 2, self.timers.t2)
-        call.timer = self._later(call.interval, self._retransmit_final, call)
+        if step.send is not None:
+            self._send(step.send, call.addr)
+        self._retransmit_at_wake(call)
 
     def _ring_limit_reached(self, call: _UasCall) -> None:
         self.counts.failed += 1  # counted here; the 480 below only ends the transaction
@@ -672,7 +678,7 @@ class Uas:
 
     def _on_ack(self, ack: SipMessage, addr: Address) -> None:
         call = self._calls.get(ack.call_id)
-        if call is None or call.state not in ("answered", "rejected"):
+        if call is None or not call.tx.request("ACK", self._now()).deliver:
             return
         if call.timer is not None:
             call.timer.cancel()
@@ -762,7 +768,8 @@ class Uas:
         box = self._byes[invite.call_id] = _Mailbox()
         try:
             response = await non_invite_transaction(
-                box, lambda: self._send(data, hop, origin), branch, "BYE", self.timers)
+                box, lambda datagram: self._send(datagram, hop, origin), data, branch, "BYE",
+                self.timers)
         finally:
             del self._byes[invite.call_id]
         answered = response is not None and 200 <= response.status < 300

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rig.errors import UnsafeTargetError
-from rig.load.calls import CallResult, CallSpec, SipTimers, Uac, Uas
+from rig.load.calls import CallResult, CallSpec, Uac, Uas
 from rig.topology.destinations import LOOPBACK_ONLY, Destinations
 from rig.wire.sdp import build_sdp, media_address
 from rig.wire.sip import OUTCOMES
+from rig.wire.transaction import SipTimers
 
 if TYPE_CHECKING:  # media, NG and burst code loads only when a run needs it
     from rig.load.burstio import TimestampSink

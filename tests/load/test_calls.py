@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from rig.load.calls import VANISH_NOTICE_S, CallResult, CallSpec, SipTimers, Uac, Uas, UasCounts
+from rig.load.calls import VANISH_NOTICE_S, CallResult, CallSpec, Uac, Uas, UasCounts
 from rig.topology.destinations import UnsafeDestination
 from rig.topology.loopback import block_host
 from rig.wire.sip import (
@@ -27,6 +27,7 @@ from rig.wire.sip import (
     format_directive,
     parse_message,
 )
+from rig.wire.transaction import SipTimers
 
 # SIP timers and exact counts under load: one worker at a time (the timing group)
 pytestmark = pytest.mark.timing
@@ -246,6 +247,34 @@ def test_lost_ack_makes_the_uas_retransmit_its_200_until_the_ack_comes() -> None
         port = free_port(UAS_HOST)
         async with Uas((UAS_HOST, port), FAST) as uas, raw_peer(PEER_HOST) as (peer, _):
             await job(port, uas, peer)
+
+    run(main())
+
+
+@pytest.mark.parametrize(("outcome", "status"), [("answered", 200), ("busy", 486)])
+def test_a_retransmitted_invite_gets_the_same_final_and_makes_no_second_call(
+    outcome: str, status: int
+) -> None:
+    async def main() -> None:
+        port = free_port(UAS_HOST)
+        # T1 far beyond the test: any second final is the answer to the second INVITE
+        slow = SipTimers(t1=10.0, t2=10.0, timeout=20.0)
+        async with Uas((UAS_HOST, port), slow) as uas, raw_peer(PEER_HOST) as (peer, _):
+            invite = (
+                f"INVITE sip:u@{UAS_HOST}:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {PEER_HOST};branch=z9hG4bKre\r\n"
+                "From: <sip:p@h>;tag=p1\r\nTo: <sip:u@h>\r\nCall-ID: re-invite\r\n"
+                f"CSeq: 1 INVITE\r\nX-Rig-Outcome: {outcome}\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+            peer.send(invite, (UAS_HOST, port))
+            first, _ = await peer.next("INVITE")
+            while first.status < 200:
+                first, _ = await peer.next("INVITE")
+            peer.send(invite, (UAS_HOST, port))  # as if the final had been lost
+            again, _ = await peer.next("INVITE")
+            assert (again.status, again.to_tag) == (status, first.to_tag)
+            assert again.headers == first.headers
+            assert (uas.counts.invites, uas.active) == (1, 1)
 
     run(main())
 

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from rig.errors import UsageError
-from rig.load.calls import SipTimers
 from rig.load.driver import (
     BurstPlan,
     CallPlan,
@@ -35,6 +34,7 @@ from rig.topology.loopback import block_host
 from rig.wire.ng import NgError, decode_ng, encode_ng
 from rig.wire.sdp import media_address, shape_differences
 from rig.wire.sip import Leg, build_request, parse_message
+from rig.wire.transaction import SipTimers
 
 # SIP timers and exact counts under load: one worker at a time (the timing group)
 pytestmark = pytest.mark.timing
