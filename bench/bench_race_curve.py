@@ -67,13 +67,13 @@ def one_run(width: int, jitter: float, args: argparse.Namespace, out: Path) -> d
     outcome = run_scenario(RunRequest(scenario_path=PIN_RACE, overrides=overrides,
                                       patches=(CEILING_32,), out=out, progress=False))
     summary = outcome.summary
-    checks = {c["name"]: c for c in summary["checks"]}
-    phantoms = float(checks["no_phantom_shards"]["observed"] or 0.0)
-    bursts = int(summary["bursts"]["count"])
+    checks = {c.name: c for c in summary.checks}
+    phantoms = float(checks["no_phantom_shards"].observed or 0.0)
+    bursts = int(summary.bursts.count)
     return {"width": width, "jitter_s": jitter, "phantoms": phantoms, "bursts": bursts,
             "per_burst": phantoms / bursts if bursts else 0.0,
-            "arrival_or_send_spread_p99_us": summary["bursts"]["spread_p99_us"],
-            "crashed": not checks["relay_alive"]["passed"],
+            "arrival_or_send_spread_p99_us": summary.bursts.spread_p99_us,
+            "crashed": not checks["relay_alive"].passed,
             "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
 
 

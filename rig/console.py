@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from rig.results import checks_side_by_side
+from rig.summary import CheckEntry, Summary
 
 
 def _cell(value: Any) -> str:
@@ -24,46 +25,45 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
-def observed(check: Mapping[str, Any]) -> str:
+def observed(check: CheckEntry) -> str:
     """The observed value, with the check's reading of it where it has one: `3 (race)`."""
-    seen = _cell(check.get("observed"))
-    return f"{seen} ({check['diagnosis']})" if check.get("diagnosis") else seen
+    seen = _cell(check.observed)
+    return f"{seen} ({check.diagnosis})" if check.diagnosis else seen
 
 
-def verdict_table(summary: Mapping[str, Any]) -> str:
-    rows = [
-        ("PASS" if c["passed"] else "FAIL", c["name"], observed(c), c.get("limit"))
-        for c in summary.get("checks", [])
-    ]
+def verdict_table(summary: Summary) -> str:
+    rows = [("PASS" if c.passed else "FAIL", c.name, observed(c), c.limit)
+            for c in summary.checks]
     return table(["", "check", "observed", "limit"], rows)
 
 
-def comparison_table(labels: Sequence[str], summaries: Sequence[Mapping[str, Any]]) -> str:
+def comparison_table(labels: Sequence[str], summaries: Sequence[Summary]) -> str:
     """One row per check, one column per run: the side-by-side view of `make demo`."""
-    rows: list[list[Any]] = [["verdict", *[s.get("verdict", "?").upper() for s in summaries]]]
+    rows: list[list[Any]] = [["verdict", *[s.verdict.upper() for s in summaries]]]
     for name, results in checks_side_by_side(summaries):
         rows.append([name, *(
             "-" if check is None
-            else f"{'pass' if check['passed'] else 'FAIL'} ("
-                 + ", ".join(filter(None, [_cell(check.get("observed")), check.get("diagnosis")]))
-                 + ")"
+            else f"{'pass' if check.passed else 'FAIL'} ("
+                 + ", ".join(filter(None, [_cell(check.observed), check.diagnosis])) + ")"
             for check in results)])
     return table(["check", *labels], rows)
 
 
-def diagnosis_lines(summary: Mapping[str, Any]) -> list[str]:
+def diagnosis_lines(summary: Summary) -> list[str]:
     """Race or growth, and the time to the ceiling, for the lines under the verdict table."""
-    diagnosis = summary.get("diagnosis") or {}
+    diagnosis = summary.diagnosis
+    if diagnosis is None:
+        return []
     lines = []
-    race = diagnosis.get("make_shard")
-    if race:
+    if (race := diagnosis.make_shard) is not None:
         lines.append(
-            f"make_shard: {race['verdict']} ({race['racing_clusters']} of "
-            f"{race['concurrent_clusters']} concurrent cluster(s) raced; "
-            f"{race['phantom_calls']} of {race['calls']} call(s) did not need their shard)")
-    projection = diagnosis.get("projection")
-    if projection:
-        lines.append(f"time to the ceiling: {projection['text']}")
+            f"make_shard: {race.verdict} ({race.racing_clusters} of "
+            f"{race.concurrent_clusters} concurrent cluster(s) raced; "
+            f"{race.phantom_calls} of {race.calls} call(s) did not need their shard)")
+    if diagnosis.projection is not None:
+        lines.append(f"time to the ceiling: {diagnosis.projection.text}")
+    elif diagnosis.pin_steps:
+        lines.append("time to the ceiling: too few bursts after the warm-up to fit")
     return lines
 
 

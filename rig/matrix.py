@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from rig.atomic import write_json_atomic, write_text_atomic
 from rig.errors import UsageError
 from rig.services import matrix_counters
+from rig.summary import Summary
 
 AXIS_KEY = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
 MAX_CELLS = 64
@@ -91,20 +92,18 @@ def safe(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "-", value)
 
 
-def cell_result(cell: Cell, summary: Mapping[str, Any]) -> CellResult:
-    """The numbers a matrix compares, from one run's summary.json."""
-    counters = summary.get("counters", {})
-    load = summary.get("load", {})
+def cell_result(cell: Cell, summary: Summary) -> CellResult:
+    """The numbers a matrix compares, from one run's summary."""
+    counters = [(c.counter, summary.counters.get(c.counter)) for c in matrix_counters()]
     return CellResult(
         name=cell.name,
         overrides=cell.overrides,
-        verdict=str(summary.get("verdict", "error")),
-        cps=load.get("cps"),
-        calls_completed=load.get("calls_completed"),
-        counters=tuple((c.counter, counters.get(c.counter, {}).get("peak"),
-                        counters.get(c.counter, {}).get("last")) for c in matrix_counters()),
-        checks=tuple((c["name"], bool(c["passed"]), c.get("observed"))
-                     for c in summary.get("checks", [])),
+        verdict=summary.verdict,
+        cps=summary.load.cps,
+        calls_completed=summary.load.calls_completed,
+        counters=tuple((name, None if stats is None else stats.peak,
+                        None if stats is None else stats.last) for name, stats in counters),
+        checks=tuple((c.name, c.passed, c.observed) for c in summary.checks),
     )
 
 

@@ -14,9 +14,13 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rig.atomic import atomic_path
 from rig.wire.sip import SipMessage, parse_message
+
+if TYPE_CHECKING:
+    from rig.summary import Capture
 
 ROLES_BY_PORT = {5060: "UAC", 5070: "proxy", 5080: "UAS", 2223: "relay"}
 RELAY_RTP = (30000, 31999)
@@ -233,19 +237,18 @@ def write_frames(path: Path, datagrams: Iterable[Datagram]) -> int:
     return count
 
 
-def capture_html(folder: Path, summary: dict[str, object], report_dir: Path) -> str:
+def capture_html(folder: Path, block: Capture | None, report_dir: Path) -> str:
     """The report's capture part: the link, what the capture holds, and a few ladders."""
     import os
 
-    block = summary.get("capture")
     path = folder / "capture.pcap"
-    if not isinstance(block, dict) or not path.is_file():
-        reason = block.get("reason") if isinstance(block, dict) else None
+    if block is None or not path.is_file():
+        reason = block.reason if block is not None else None
         return f"<p>no capture{': ' + html.escape(str(reason)) if reason else ''}</p>"
     link = os.path.relpath(path, report_dir)
-    note = (f"{block.get('written')} packets, {block.get('bytes')} bytes"
-            + (f"; {block.get('dropped_middle')} packets in the middle left out (size cap)"
-               if block.get("truncated") else ""))
+    note = (f"{block.written} packets, {block.bytes} bytes"
+            + (f"; {block.dropped_middle} packets in the middle left out (size cap)"
+               if block.truncated else ""))
     parts = [f'<p><a href="{html.escape(link)}">capture.pcap</a> ({html.escape(note)})</p>']
     calls = collect_calls(read_datagrams(path))
     for call in pick_calls(calls):

@@ -2,7 +2,8 @@
 
     @pytest.mark.rig_scenario("scenarios/pin-race.yaml", set=["load.cps=20"])
     def test_pin_race(rig_outcome):
-        ...                      # fails already if a check failed; inspect rig_outcome.summary
+        ...                      # fails already if a check failed; rig_outcome.summary is
+                                 # the run's Summary: .check("relay_alive").passed, .peaks()
 
 or call the `rig_run` fixture yourself: `outcome = rig_run("scenarios/x.yaml", patches=[...])`.
 Heavy modules are imported only when a scenario actually runs.
@@ -12,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from rig.summary import Summary
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,13 +28,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def failing_checks_message(summary: dict[str, Any]) -> str:
-    failed = [c for c in summary.get("checks", []) if not c["passed"]]
-    lines = [f"scenario {summary.get('scenario', {}).get('name', '?')}: {summary['verdict']}"]
-    lines += [
-        f"  {c['name']}: observed {c.get('observed')} limit {c.get('limit')} {c.get('detail', '')}"
-        for c in failed
-    ]
+def failing_checks_message(summary: Summary) -> str:
+    lines = [f"scenario {summary.name}: {summary.verdict}"]
+    lines += [f"  {c.name}: observed {c.observed} limit {c.limit} {c.detail}"
+              for c in summary.failed_checks]
     return "\n".join(lines)
 
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from rig.atomic import savefig_atomic, write_text_atomic
 from rig.report_diagnosis import diagnosis_html, plot_make_shard, plot_sites
@@ -22,19 +24,19 @@ from rig.results import checks_side_by_side, read_events, read_series, read_summ
 from rig.series import Event, Series
 from rig.services import ceiling_check, compared_peaks
 from rig.services.relay import SHARD_LINES, phantoms
+from rig.summary import CheckEntry, Summary
 
 PLOTS = ("pins.png", "make_shard.png", "sites.png", "load.png")
 
 # -- plots -------------------------------------------------------------------------------
 
 
-def ceiling_of(summary: Mapping[str, Any], counter: str = "kmod.pins") -> float | None:
+def ceiling_of(summary: Summary, counter: str = "kmod.pins") -> float | None:
     """The limit of the check that enforces `counter`'s ceiling, where the run had it."""
-    check = ceiling_check(counter)
-    for verdict in summary.get("checks", []):
-        limit = verdict.get("limit")
-        if verdict.get("name") == check and isinstance(limit, int | float):
-            return float(limit)
+    name = ceiling_check(counter)
+    check = summary.check(name) if name is not None else None
+    if check is not None and isinstance(check.limit, int | float):
+        return float(check.limit)
     return None
 
 
@@ -47,11 +49,10 @@ def rate(column: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     ]
 
 
-def title_of(summary: Mapping[str, Any], what: str) -> str:
-    name = summary.get("scenario", {}).get("name") or summary.get("run_id", "run")
-    patches = summary.get("sut", {}).get("patches") or []
+def title_of(summary: Summary, what: str) -> str:
+    patches = summary.sut.patches
     sut = f" + {', '.join(patches)}" if patches else " (stock)"
-    return f"{name}{sut}: {what} ({str(summary.get('verdict', '?')).upper()})"
+    return f"{summary.name}{sut}: {what} ({summary.verdict.upper()})"
 
 
 def _line(ax: Any, points: Sequence[tuple[float, float]], label: str, **style: Any) -> bool:
@@ -97,8 +98,7 @@ def no_data(ax: Any, what: str) -> None:
             va="center", color="0.4")
 
 
-def plot_pins(series: Series, events: Sequence[Event], summary: Mapping[str, Any],
-              out: Path) -> Path:
+def plot_pins(series: Series, events: Sequence[Event], summary: Summary, out: Path) -> Path:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13, 4.8), layout="constrained")
@@ -134,8 +134,7 @@ def plot_pins(series: Series, events: Sequence[Event], summary: Mapping[str, Any
     return out
 
 
-def plot_load(series: Series, events: Sequence[Event], summary: Mapping[str, Any],
-              out: Path) -> Path:
+def plot_load(series: Series, events: Sequence[Event], summary: Summary, out: Path) -> Path:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13, 4.2), layout="constrained")
@@ -165,7 +164,7 @@ def plot_load(series: Series, events: Sequence[Event], summary: Mapping[str, Any
 def plot_run(folder: Path) -> list[Path]:
     """Draw the run's PNGs into <folder>/plots/ and return their paths."""
     folder = Path(folder)
-    summary = read_summary(folder).to_json()
+    summary = read_summary(folder)
     series, events = read_series(folder), read_events(folder)
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
@@ -214,31 +213,33 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def observed_cell(check: Mapping[str, Any]) -> str:
+def observed_cell(check: CheckEntry) -> str:
     """The observed value, with the check's one-word reading (race, growth) where it has one."""
-    word = check.get("diagnosis")
-    return esc(check.get("observed")) + (f" <b>{esc(word)}</b>" if word else "")
+    word = check.diagnosis
+    return esc(check.observed) + (f" <b>{esc(word)}</b>" if word else "")
 
 
-def checks_table(summary: Mapping[str, Any]) -> str:
+def checks_table(summary: Summary) -> str:
     rows = [
-        [esc(c.get("name")), verdict_span("pass" if c.get("passed") else "fail"),
-         observed_cell(c), esc(c.get("limit")), esc(c.get("detail"))]
-        for c in summary.get("checks", [])
+        [esc(c.name), verdict_span("pass" if c.passed else "fail"), observed_cell(c),
+         esc(c.limit), esc(c.detail)]
+        for c in summary.checks
     ]
     return table(["check", "passed", "observed", "limit", "detail"], rows)
 
 
-def counters_table(summary: Mapping[str, Any]) -> str:
+def counters_table(summary: Summary) -> str:
     rows = [
-        [esc(name), *(esc(stats.get(k)) for k in ("first", "peak", "last"))]
-        for name, stats in sorted(summary.get("counters", {}).items())
+        [esc(name), esc(stats.first), esc(stats.peak), esc(stats.last)]
+        for name, stats in sorted(summary.counters.items())
     ]
     return table(["counter", "first", "peak", "last"], rows)
 
 
-def numbers_table(block: Mapping[str, Any]) -> str:
-    rows = [[esc(k), esc(v)] for k, v in block.items() if not isinstance(v, dict | list)]
+def numbers_table(block: BaseModel) -> str:
+    """The block's plain numbers and words (its own and those its writer added)."""
+    rows = [[esc(k), esc(v)] for k, v in block.model_dump().items()
+            if not isinstance(v, dict | list)]
     return table(["", "value"], rows)
 
 
@@ -252,47 +253,45 @@ def embedded_plots(folder: Path) -> str:
     return "\n".join(images) or "<p>no plots</p>"
 
 
-def run_section(folder: Path, summary: Mapping[str, Any], report_dir: Path | None = None) -> str:
-    scenario = summary.get("scenario", {})
-    sut = summary.get("sut", {})
-    patches = ", ".join(sut.get("patches") or []) or "none"
+def run_section(folder: Path, summary: Summary, report_dir: Path | None = None) -> str:
+    patches = ", ".join(summary.sut.patches) or "none"
     parts = [
-        f"<section><h2>{esc(folder.name)}: {verdict_span(summary.get('verdict'))}</h2>",
-        f"<p>scenario <b>{esc(scenario.get('name'))}</b>: {esc(scenario.get('description'))}"
-        f"<br>commit {esc(sut.get('commit'))}, patches {esc(patches)}</p>",
+        f"<section><h2>{esc(folder.name)}: {verdict_span(summary.verdict)}</h2>",
+        f"<p>scenario <b>{esc(summary.scenario.get('name'))}</b>: "
+        f"{esc(summary.scenario.get('description'))}"
+        f"<br>commit {esc(summary.sut.commit)}, patches {esc(patches)}</p>",
     ]
-    if summary.get("error"):
-        parts.append(f"<p class=\"error\">error: {esc(summary['error'])}</p>")
+    if summary.error:
+        parts.append(f"<p class=\"error\">error: {esc(summary.error)}</p>")
     parts += ["<h3>Checks</h3>", checks_table(summary)]
     if diagnosis := diagnosis_html(summary):
         parts += ["<h3>Diagnosis</h3>", diagnosis]
-    for title, key in (("Load", "load"), ("Bursts", "bursts"), ("Timing", "timing")):
-        if summary.get(key):
-            parts += [f"<h3>{title}</h3>", numbers_table(summary[key])]
+    if summary.verdict != "incomplete":
+        blocks: tuple[tuple[str, BaseModel], ...] = (
+            ("Load", summary.load), ("Bursts", summary.bursts), ("Timing", summary.timing))
+        for title, block in blocks:
+            parts += [f"<h3>{title}</h3>", numbers_table(block)]
     from rig.pcapcalls import capture_html
 
     parts += ["<h3>Counters</h3>", counters_table(summary), "<h3>Plots</h3>",
               embedded_plots(folder), "<h3>Capture</h3>",
-              capture_html(folder, dict(summary), report_dir or folder), "</section>"]
+              capture_html(folder, summary.capture, report_dir or folder), "</section>"]
     return "\n".join(parts)
 
 
-def comparison(folders: Sequence[Path], summaries: Sequence[Mapping[str, Any]]) -> str:
+def comparison(folders: Sequence[Path], summaries: Sequence[Summary]) -> str:
     """One row per check (and a few key numbers), one column per run."""
-    rows = [["patches", *(esc(", ".join(s.get("sut", {}).get("patches") or []) or "stock")
-                          for s in summaries)],
-            ["verdict", *(verdict_span(s.get("verdict")) for s in summaries)]]
+    rows = [["patches", *(esc(", ".join(s.sut.patches) or "stock") for s in summaries)],
+            ["verdict", *(verdict_span(s.verdict) for s in summaries)]]
     for name, results in checks_side_by_side(summaries):
         rows.append([esc(name), *(
             "-" if check is None
-            else f"{verdict_span('pass' if check['passed'] else 'fail')} "
-                 f"{observed_cell(check)}"
+            else f"{verdict_span('pass' if check.passed else 'fail')} {observed_cell(check)}"
             for check in results)])
-    rows += [["calls completed", *(esc(s.get("load", {}).get("calls_completed"))
-                                   for s in summaries)],
-             ["calls/s", *(esc(s.get("load", {}).get("cps")) for s in summaries)]]
+    rows += [["calls completed", *(esc(s.load.calls_completed) for s in summaries)],
+             ["calls/s", *(esc(s.load.cps) for s in summaries)]]
     for compared in compared_peaks():
-        peaks = [s.get("counters", {}).get(compared.counter, {}).get("peak") for s in summaries]
+        peaks = [s.peaks().get(compared.counter) for s in summaries]
         if any(peak is not None for peak in peaks):
             rows.append([compared.label, *(esc("-" if p is None else round(p / compared.divisor))
                                            for p in peaks)])
@@ -302,7 +301,7 @@ def comparison(folders: Sequence[Path], summaries: Sequence[Mapping[str, Any]]) 
 def html_report(folders: Sequence[Path], out: Path) -> Path:
     """Write one self-contained HTML file for the given run folders; returns its path."""
     folders = [Path(f) for f in folders]
-    summaries = [read_summary(f).to_json() for f in folders]
+    summaries = [read_summary(f) for f in folders]
     for folder in folders:
         if not any((folder / "plots").glob("*.png")) and (folder / "series.csv").is_file():
             plot_run(folder)
@@ -320,7 +319,7 @@ def html_report(folders: Sequence[Path], out: Path) -> Path:
 
 
 def report_runs(folders: Sequence[Path], out: Path | None = None
-                ) -> tuple[list[dict[str, Any]], Path]:
+                ) -> tuple[list[Summary], Path]:
     """`rig report`: plots of every run folder and one HTML report of them all (default:
     the run's own report.html, or results/compare.html for several); returns the
     summaries and the report's path."""
@@ -329,7 +328,7 @@ def report_runs(folders: Sequence[Path], out: Path | None = None
     for folder in folders:
         if not (folder / "summary.json").is_file():
             raise UsageError(f"not a run folder (no summary.json): {folder}")
-    summaries = [read_summary(folder).to_json() for folder in folders]
+    summaries = [read_summary(folder) for folder in folders]
     for folder in folders:
         plot_run(folder)
     default = folders[0] / "report.html" if len(folders) == 1 else Path("results/compare.html")

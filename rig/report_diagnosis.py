@@ -10,23 +10,24 @@ live bytes per allocation site at the peak and what they come to per pinned shar
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rig.atomic import savefig_atomic
 from rig.diagnosis.race import phantom_calls, shard_calls
 from rig.series import Event
+from rig.summary import Summary
 
 DEFAULT_WINDOW_MS = 1.0
 
 
-def window_ms_of(summary: Mapping[str, Any]) -> float:
-    race = (summary.get("diagnosis") or {}).get("make_shard") or {}
-    return float(race.get("window_ms") or DEFAULT_WINDOW_MS)
+def window_ms_of(summary: Summary) -> float:
+    race = summary.diagnosis.make_shard if summary.diagnosis is not None else None
+    return race.window_ms if race is not None else DEFAULT_WINDOW_MS
 
 
-def plot_make_shard(events: Sequence[Event], summary: Mapping[str, Any], out: Path,
+def plot_make_shard(events: Sequence[Event], summary: Summary, out: Path,
                     title: str) -> Path | None:
     """The make_shard timeline, or None when the run has no make_shard call."""
     from matplotlib.figure import Figure
@@ -62,38 +63,38 @@ def plot_make_shard(events: Sequence[Event], summary: Mapping[str, Any], out: Pa
     return out
 
 
-def plot_sites(summary: Mapping[str, Any], out: Path, title: str) -> Path | None:
+def plot_sites(summary: Summary, out: Path, title: str) -> Path | None:
     """Bytes per allocation site at the live-bytes peak, and per pinned shard; None when
     the run has no site histogram."""
     from matplotlib.figure import Figure
 
-    block = (summary.get("diagnosis") or {}).get("allocation_sites")
-    if not block or not block["at_peak"]["sites"]:
+    block = summary.diagnosis.allocation_sites if summary.diagnosis is not None else None
+    if block is None or not block.at_peak.sites:
         return None
-    peak = block["at_peak"]
-    sites = list(peak["sites"])
-    entries = [peak["sites"][s] for s in sites]
+    peak = block.at_peak
+    sites = list(peak.sites)
+    entries = [peak.sites[s] for s in sites]
     fig = Figure(figsize=(13, 1.8 + 0.5 * len(sites)), layout="constrained")
     bytes_ax, shard_ax = fig.subplots(1, 2)
-    kib = [e["bytes"] / 1024 for e in entries]
+    kib = [e.bytes / 1024 for e in entries]
     bars = bytes_ax.barh(sites, kib, color="tab:blue")
-    bytes_ax.bar_label(bars, labels=[f"{e['count']} allocations" if e["count"] is not None
+    bytes_ax.bar_label(bars, labels=[f"{e.count} allocations" if e.count is not None
                                      else "" for e in entries], fontsize=8, padding=3)
-    bytes_ax.set(title=f"{title}: live bytes at their peak (t={peak['t']:.1f} s)",
+    bytes_ax.set(title=f"{title}: live bytes at their peak (t={peak.t:.1f} s)",
                  xlabel="live bytes (KiB)")
     bytes_ax.set_xlim(0, max(max(kib), 1.0) * 1.35)
-    per_shard = [e["bytes_per_shard"] or 0 for e in entries]
+    per_shard = [e.bytes_per_shard or 0 for e in entries]
     left = 0.0
     colors = ("tab:green", "tab:purple", "tab:olive", "tab:cyan", "tab:brown", "tab:pink")
     for site, value, color in zip(sites, per_shard, colors * len(sites), strict=False):
         shard_ax.barh(["an average\npinned shard"], [value / 1024], left=left / 1024,
                       color=color, label=site, height=0.5)
         left += value
-    shard_size = block.get("shard_size")
+    shard_size = block.shard_size
     if shard_size:
         shard_ax.axvline(shard_size / 1024, color="black", linestyle="--", linewidth=1,
                          label=f"shard size ({shard_size / 1024:g} KiB)")
-    shard_ax.set(title=f"what fills the {peak['pins']} pinned shard(s), on average",
+    shard_ax.set(title=f"what fills the {peak.pins} pinned shard(s), on average",
                  xlabel="KiB per pinned shard")
     shard_ax.legend(loc="lower right", fontsize=8)
     for ax in (bytes_ax, shard_ax):
@@ -106,32 +107,33 @@ def _e(value: Any) -> str:
     return "-" if value is None else html.escape(str(value))
 
 
-def diagnosis_html(summary: Mapping[str, Any]) -> str:
+def diagnosis_html(summary: Summary) -> str:
     """Race or growth, the time to the ceiling, and the site histogram as a table."""
-    diagnosis = summary.get("diagnosis") or {}
+    diagnosis = summary.diagnosis
+    if diagnosis is None:
+        return ""
     parts = []
-    race = diagnosis.get("make_shard")
-    if race:
+    if (race := diagnosis.make_shard) is not None:
         parts.append(
-            f"<p>make_shard: <b>{_e(race['verdict'])}</b>: {_e(race['racing_clusters'])} of "
-            f"{_e(race['concurrent_clusters'])} concurrent cluster(s) of calls within "
-            f"{_e(race['window_ms'])} ms raced; {_e(race['phantom_calls'])} of "
-            f"{_e(race['calls'])} call(s) from {_e(race['threads'])} thread(s) did not need "
+            f"<p>make_shard: <b>{_e(race.verdict)}</b>: {_e(race.racing_clusters)} of "
+            f"{_e(race.concurrent_clusters)} concurrent cluster(s) of calls within "
+            f"{_e(race.window_ms)} ms raced; {_e(race.phantom_calls)} of "
+            f"{_e(race.calls)} call(s) from {_e(race.threads)} thread(s) did not need "
             "their shard.</p>")
-    projection = diagnosis.get("projection")
-    if projection:
-        parts.append(f"<p>time to the ceiling: {_e(projection['text'])}</p>")
-    elif diagnosis.get("pin_steps"):
+    if diagnosis.projection is not None:
+        parts.append(f"<p>time to the ceiling: {_e(diagnosis.projection.text)}</p>")
+    elif diagnosis.pin_steps:
         parts.append("<p>time to the ceiling: too few bursts after the warm-up to fit</p>")
-    sites = diagnosis.get("allocation_sites")
-    if sites and sites["at_peak"]["sites"]:
+    sites = diagnosis.allocation_sites
+    if sites is not None and sites.at_peak.sites:
+        peak = sites.at_peak
         rows = "".join(
-            f"<tr><td>{_e(name)}</td><td>{_e(e['count'])}</td><td>{_e(e['bytes'])}</td>"
-            f"<td>{_e(e['bytes_per_shard'])}</td></tr>"
-            for name, e in sites["at_peak"]["sites"].items())
+            f"<tr><td>{_e(name)}</td><td>{_e(e.count)}</td><td>{_e(e.bytes)}</td>"
+            f"<td>{_e(e.bytes_per_shard)}</td></tr>"
+            for name, e in peak.sites.items())
         parts.append(
-            f"<p>allocation sites at the peak of live bytes (t={sites['at_peak']['t']:.2f} s,"
-            f" {_e(sites['at_peak']['pins'])} pinned shard(s) of "
-            f"{_e(sites['shard_size'])} bytes):</p><table><tr><th>site</th><th>count</th>"
+            f"<p>allocation sites at the peak of live bytes (t={peak.t:.2f} s,"
+            f" {_e(peak.pins)} pinned shard(s) of "
+            f"{_e(sites.shard_size)} bytes):</p><table><tr><th>site</th><th>count</th>"
             f"<th>bytes</th><th>bytes per pinned shard</th></tr>{rows}</table>")
     return "\n".join(parts)

@@ -198,16 +198,14 @@ def read_summary(folder: Path) -> Summary:
 
 
 def checks_side_by_side(
-    summaries: Sequence[Mapping[str, Any]],
-) -> list[tuple[str, list[Mapping[str, Any] | None]]]:
+    summaries: Sequence[Summary],
+) -> list[tuple[str, list[CheckEntry | None]]]:
     """Every check of any summary (first-seen order), with each summary's result or None."""
     names: dict[str, None] = {}
     for summary in summaries:
-        for check in summary.get("checks", []):
-            names.setdefault(check["name"], None)
-    return [(name, [next((c for c in s.get("checks", []) if c["name"] == name), None)
-                    for s in summaries])
-            for name in names]
+        for check in summary.checks:
+            names.setdefault(check.name, None)
+    return [(name, [s.check(name) for s in summaries]) for name in names]
 
 
 def counter_stats(series: Series) -> dict[str, CounterStats]:

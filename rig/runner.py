@@ -34,6 +34,7 @@ from rig.probes.media import LoadProbe, MediaSessionsProbe
 from rig.probes.sampler import Sampler
 from rig.series import Event, Sample, Series
 from rig.services import LogParser, Site, role_of, service, service_ports
+from rig.summary import Summary
 from rig.topology import Endpoints, Stack, backend_class
 from rig.topology.destinations import Destinations, parse_networks
 from rig.topology.runtime import RunRecord, process_labels, reserved_host
@@ -69,7 +70,7 @@ class RunRequest:
 class RunOutcome:
     folder: Path
     verdict: str
-    summary: dict[str, Any]
+    summary: Summary
 
     @property
     def exit_code(self) -> int:
@@ -372,7 +373,7 @@ class Run:
         folder.finish(summary)
         plot_run(folder.path)
         html_report([folder.path], folder.path / "report.html")
-        return RunOutcome(folder.path, summary.verdict, summary.to_json())
+        return RunOutcome(folder.path, summary.verdict, summary)
 
 
 async def drive_until_crash(

@@ -70,13 +70,13 @@ class CounterStats(_Closed):
 
 
 class LoadNumbers(_Open):
-    calls_attempted: Number = None
-    calls_completed: Number = None
-    calls_failed: Number = None
+    calls_attempted: int | None = None
+    calls_completed: int | None = None
+    calls_failed: int | None = None
     cps: Number = None
-    rtp_sent: Number = None
-    rtp_received: Number = None
-    rtp_lost: Number = None
+    rtp_sent: int | None = None
+    rtp_received: int | None = None
+    rtp_lost: int | None = None
     outcomes: dict[str, int] = Field(default_factory=dict)
 
 

@@ -25,6 +25,7 @@ from rig.probes.media import MediaSessionsProbe, call_ids
 from rig.runner import RunRequest
 from rig.scenario import load_scenario
 from rig.services import Site, service
+from rig.summary import Summary
 from rig.topology import Endpoints
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +68,8 @@ def test_cells_need_an_axis_and_distinct_keys():
 
 def summary(verdict: str, cps: float, shm: list[float], passed: bool = True) -> dict[str, Any]:
     return {
+        "schema_version": 2,
+        "run_id": "cell",
         "verdict": verdict,
         "load": {"cps": cps, "calls_completed": 100},
         "counters": {"kamailio.shm_used": {"first": shm[0], "peak": shm[1], "last": shm[2]}},
@@ -77,7 +80,8 @@ def summary(verdict: str, cps: float, shm: list[float], passed: bool = True) -> 
 
 def test_cell_result_and_table():
     cell = Cell("shm_manager-fm", ("services.kamailio.shm_manager=fm",))
-    result = cell_result(cell, summary("fail", 19.5, [2048, 4096, 3072], passed=False))
+    result = cell_result(cell, Summary.model_validate(
+        summary("fail", 19.5, [2048, 4096, 3072], passed=False)))
     assert result.cps == 19.5
     assert result.counters == (("kamailio.shm_used", 4096, 3072),)
     assert result.checks == (("no_orphan_sessions", False, 4),)
@@ -88,7 +92,7 @@ def test_cell_result_and_table():
 
 
 def test_a_cell_without_kamailio_shows_dashes():
-    result = cell_result(Cell("x", ()), {"verdict": "pass", "checks": []})
+    result = cell_result(Cell("x", ()), Summary(run_id="x", verdict="pass"))
     assert result.counters == (("kamailio.shm_used", None, None),)
     assert "-" in matrix_table([result])
 
@@ -96,7 +100,7 @@ def test_a_cell_without_kamailio_shows_dashes():
 @dataclass
 class FakeOutcome:
     folder: Path
-    summary: dict[str, Any]
+    summary: Summary
 
 
 def fake_runs(verdicts: dict[str, str]):
@@ -107,11 +111,11 @@ def fake_runs(verdicts: dict[str, str]):
         seen.append(request)
         manager = request.overrides[-1].split("=")[1]
         data = summary(verdicts[manager], 20.0, [1.0, 2.0, 1.0], verdicts[manager] == "pass")
-        data.update(schema_version=2, run_id=request.out.name, scenario={"name": "session-leak"},
+        data.update(run_id=request.out.name, scenario={"name": "session-leak"},
                     sut={"commit": "x", "patches": []}, bursts={}, timing={}, environment={})
         request.out.mkdir(parents=True)
         (request.out / "summary.json").write_text(json.dumps(data))
-        return FakeOutcome(request.out, data)
+        return FakeOutcome(request.out, Summary.model_validate(data))
 
     return run, seen
 

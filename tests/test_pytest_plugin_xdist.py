@@ -25,10 +25,10 @@ import pytest
 
 @pytest.mark.rig_scenario({scenario!r})
 def test_{name}(rig_outcome, tmp_path):
-    timing = rig_outcome.summary["timing"]
+    timing = rig_outcome.summary.timing
     with open({record!r}, "a") as out:
         out.write(json.dumps({{"worker": os.environ["PYTEST_XDIST_WORKER"],
-                              "start": timing["started"], "end": timing["finished"]}})
+                              "start": timing.started, "end": timing.finished}})
                   + "\\n")
 """
 

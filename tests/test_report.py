@@ -11,6 +11,7 @@ from rig.checks import Verdict
 from rig.report import comparison, html_report, plot_run
 from rig.results import RunFolder, build_summary, incomplete_summary, read_events, read_series
 from rig.series import Event, Sample
+from rig.summary import Summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SCRIPT = "<script>alert('x')</script>"
@@ -145,9 +146,12 @@ def test_several_runs_get_a_comparison_first(stock: Path, patched: Path):
 
 
 def test_comparison_shows_the_kamailio_shm_peak_of_the_runs_that_have_it():
-    with_shm = {"verdict": "pass", "load": {"cps": 20.0},
-                "counters": {"kamailio.shm_used": {"peak": 5283 * 1024}}}
-    without = {"verdict": "fail", "load": {"cps": 19.5}, "counters": {}}
+    shm = 5283 * 1024
+    with_shm = Summary.model_validate({
+        "run_id": "qm", "verdict": "pass", "load": {"cps": 20.0},
+        "counters": {"kamailio.shm_used": {"first": 0, "peak": shm, "last": shm}}})
+    without = Summary.model_validate({"run_id": "relay", "verdict": "fail",
+                                      "load": {"cps": 19.5}})
     page = comparison([Path("qm"), Path("relay")], [with_shm, without])
     row = re.search(r"<tr><td>peak Kamailio shm used \(KiB\)</td>(.*?)</tr>", page)
     assert row is not None and row.group(1) == "<td>5283</td><td>-</td>"

@@ -222,10 +222,14 @@ def test_summary_from_a_written_folder(tmp_path: Path):
 
 
 def test_checks_side_by_side_keeps_first_seen_order_and_marks_missing_checks():
-    a = {"checks": [{"name": "relay_alive", "passed": True}, {"name": "pins", "passed": False}]}
-    b = {"checks": [{"name": "pins", "passed": True}, {"name": "no_orphans", "passed": True}]}
+    def run(*checks: tuple[str, bool]) -> Summary:
+        return Summary(run_id="r", verdict="pass", checks=[
+            CheckEntry(name=name, passed=passed, observed=0, limit=0) for name, passed in checks])
+
+    a = run(("relay_alive", True), ("pins", False))
+    b = run(("pins", True), ("no_orphans", True))
     rows = checks_side_by_side([a, b])
     assert [name for name, _ in rows] == ["relay_alive", "pins", "no_orphans"]
-    assert rows[0][1] == [a["checks"][0], None]
-    assert rows[1][1] == [a["checks"][1], b["checks"][0]]
-    assert rows[2][1] == [None, b["checks"][1]]
+    assert rows[0][1] == [a.checks[0], None]
+    assert rows[1][1] == [a.checks[1], b.checks[0]]
+    assert rows[2][1] == [None, b.checks[1]]

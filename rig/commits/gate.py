@@ -13,13 +13,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from rig.atomic import write_json_atomic, write_text_atomic
 from rig.clock import Clock, SystemClock
 from rig.errors import InfraError, UsageError
 from rig.runner import RunOutcome, RunRequest
 from rig.scenario import read_yaml
+from rig.summary import CheckEntry
 
 BASELINE_SCHEMA = 1
 DEFAULT_TOLERANCE = 0.10
@@ -62,7 +62,7 @@ class GateCase:
     verdict: str  # pass | fail | error (the run's own verdict, or error when it did not run)
     seconds: float
     folder: Path | None = None
-    failed_checks: tuple[Mapping[str, Any], ...] = ()
+    failed_checks: tuple[CheckEntry, ...] = ()
     regressions: tuple[Regression, ...] = ()
     peaks: Mapping[str, float] = field(default_factory=dict)
     error: str = ""
@@ -79,8 +79,8 @@ class GateCase:
         return f"{self.scenario}[run {self.run}]"
 
     def failure_lines(self) -> list[str]:
-        lines = [f"check {c['name']} failed: observed {c.get('observed')}, limit "
-                 f"{c.get('limit')}" + (f" ({c['detail']})" if c.get("detail") else "")
+        lines = [f"check {c.name} failed: observed {c.observed}, limit {c.limit}"
+                 + (f" ({c.detail})" if c.detail else "")
                  for c in self.failed_checks]
         lines += [f"regression: {r.text()}" for r in self.regressions]
         if self.error:
@@ -168,18 +168,14 @@ def regressions(peaks: Mapping[str, float], expected: Mapping[str, float],
     return found
 
 
-def peaks_of(summary: Mapping[str, Any]) -> dict[str, float]:
-    counters = summary.get("counters") or {}
-    return {name: float(v["peak"]) for name, v in counters.items()
-            if isinstance(v, Mapping) and isinstance(v.get("peak"), int | float)}
 
 
 # -- running -------------------------------------------------------------------------------
 
 def judge(info: ScenarioInfo, run: int, outcome: RunOutcome, seconds: float,
           baseline: Baseline | None) -> GateCase:
-    peaks = peaks_of(outcome.summary)
-    failed = tuple(c for c in outcome.summary.get("checks", []) if not c.get("passed"))
+    peaks = outcome.summary.peaks()
+    failed = tuple(outcome.summary.failed_checks)
     found: list[Regression] = []
     if baseline is not None and info.name in baseline.peaks:
         found = regressions(peaks, baseline.peaks[info.name], baseline.tolerance)

@@ -7,17 +7,17 @@ plots the peak of the counter per commit against the ceiling its check enforces.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rig.atomic import savefig_atomic, write_json_atomic
-from rig.commits.gate import peaks_of
 from rig.commits.worktree import Commit, checkout, commit_range, repo_root
 from rig.errors import InfraError, ScenarioError, UsageError
 from rig.runner import RunOutcome, RunRequest
+from rig.summary import Summary
 
 SWEEP_SCHEMA = 1
 RunFn = Callable[[RunRequest], RunOutcome]
@@ -51,7 +51,7 @@ def every_kth(commits: Sequence[Commit], k: int) -> list[Commit]:
     return picked
 
 
-def ceiling_from(summary: Mapping[str, Any], counter: str) -> float | None:
+def ceiling_from(summary: Summary, counter: str) -> float | None:
     """The ceiling a run's check enforces on `counter`, when --ceiling is not given."""
     from rig.report import ceiling_of
 
@@ -67,7 +67,7 @@ def sweep_point(run: RunFn, request: RunRequest, commit: Commit,
         raise
     except (InfraError, UsageError) as exc:
         return SweepPoint(commit.sha, commit.subject, "skip", None, None, str(exc)), None
-    peak = peaks_of(outcome.summary).get(counter)
+    peak = outcome.summary.peaks().get(counter)
     detail = "" if peak is not None else f"no counter {counter} in the run"
     point = SweepPoint(commit.sha, commit.subject, outcome.verdict, peak, str(outcome.folder),
                        detail)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from rig.runner import RunOutcome, RunRequest
+from rig.summary import Summary
 
 GIT_ENV = {
     "GIT_CONFIG_GLOBAL": os.devnull,
@@ -61,23 +62,24 @@ def scenario(tmp_path: Path) -> Path:
 
 
 def summary(verdict: str, checks: list[dict[str, Any]] | None = None,
-            peaks: dict[str, float] | None = None) -> dict[str, Any]:
-    return {
+            peaks: dict[str, float] | None = None) -> Summary:
+    return Summary.model_validate({
+        "run_id": "fake",
         "verdict": verdict,
         "checks": checks or [],
         "counters": {k: {"first": 0, "peak": v, "last": v} for k, v in (peaks or {}).items()},
-    }
+    })
 
 
 @dataclass
 class FakeRun:
     """Stands in for run_scenario: decides the outcome from the request, records requests."""
 
-    decide: Callable[[RunRequest], dict[str, Any]]
+    decide: Callable[[RunRequest], Summary]
     requests: list[RunRequest] = field(default_factory=list)
 
     def __call__(self, request: RunRequest) -> RunOutcome:
         self.requests.append(request)
         result = self.decide(request)
         folder = request.results_root / f"run-{len(self.requests)}"
-        return RunOutcome(folder, result["verdict"], result)
+        return RunOutcome(folder, result.verdict, result)

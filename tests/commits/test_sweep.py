@@ -67,8 +67,8 @@ def test_a_counter_the_run_does_not_have_is_said(repo, scenario, tmp_path):
 
 
 def test_ceiling_comes_from_the_counters_check():
-    assert ceiling_from({"checks": [CEILING]}, "kmod.pins") == 16
-    assert ceiling_from({"checks": [CEILING]}, "relay.fds") is None
+    assert ceiling_from(summary("pass", [CEILING]), "kmod.pins") == 16
+    assert ceiling_from(summary("pass", [CEILING]), "relay.fds") is None
 
 
 def test_an_empty_range_is_a_usage_error(repo, scenario, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from rig.cli import main
 from rig.runner import RunOutcome, RunRequest, run_scenario
+from rig.summary import CheckEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
@@ -32,8 +33,8 @@ def run(tmp_path: Path, scenario: str, name: str, *overrides: str,
     ))
 
 
-def check(outcome: RunOutcome, name: str) -> dict:
-    return next(c for c in outcome.summary["checks"] if c["name"] == name)
+def check(outcome: RunOutcome, name: str) -> CheckEntry:
+    return next(c for c in outcome.summary.checks if c.name == name)
 
 
 @pytest.fixture
@@ -46,9 +47,9 @@ def docker(docker_client: Any, runtime: Path) -> Any:
 @needs_kamcmd
 def test_session_leak_passes_in_containers(docker: Any, tmp_path: Path):
     outcome = run(tmp_path, "session-leak.yaml", "stock", "duration=3")
-    assert outcome.verdict == "pass", [c for c in outcome.summary["checks"] if not c["passed"]]
-    assert outcome.summary["sut"]["target"] == "docker"
-    assert outcome.summary["timing"]["stack_start_s"] > 0
+    assert outcome.verdict == "pass", [c for c in outcome.summary.checks if not c.passed]
+    assert outcome.summary.sut.target == "docker"
+    assert outcome.summary.timing.stack_start_s > 0
 
 
 @pytest.mark.docker
@@ -58,8 +59,8 @@ def test_session_leak_names_the_leaked_sessions_in_containers(docker: Any, tmp_p
     outcome = run(tmp_path, "session-leak.yaml", "broken", "duration=3",
                   patch="kamailio-no-delete-on-busy.patch")
     assert outcome.verdict == "fail"
-    leaked = outcome.summary["load"]["outcomes"]["busy"]
-    assert leaked > 0 and check(outcome, "no_orphan_sessions")["observed"] == leaked
+    leaked = outcome.summary.load.outcomes["busy"]
+    assert leaked > 0 and check(outcome, "no_orphan_sessions").observed == leaked
 
 
 @pytest.mark.docker
@@ -68,7 +69,7 @@ def test_session_leak_names_the_leaked_sessions_in_containers(docker: Any, tmp_p
 def test_stock_relay_fails_pin_race_in_containers(docker: Any, tmp_path: Path):
     outcome = run(tmp_path, "pin-race.yaml", "stock", "duration=8")
     assert outcome.verdict == "fail"
-    assert {c["name"] for c in outcome.summary["checks"] if not c["passed"]} & {
+    assert {c.name for c in outcome.summary.checks if not c.passed} & {
         "no_phantom_shards", "relay_alive", "pins_below_ceiling"}
 
 
@@ -78,8 +79,8 @@ def test_stock_relay_fails_pin_race_in_containers(docker: Any, tmp_path: Path):
 def test_fixed_relay_passes_pin_race_in_containers(docker: Any, tmp_path: Path):
     outcome = run(tmp_path, "pin-race.yaml", "fixed", "duration=8",
                   patch="relay-recheck-after-pin.patch")
-    assert outcome.verdict == "pass", [c for c in outcome.summary["checks"] if not c["passed"]]
-    assert check(outcome, "no_phantom_shards")["observed"] == 0
+    assert outcome.verdict == "pass", [c for c in outcome.summary.checks if not c.passed]
+    assert check(outcome, "no_phantom_shards").observed == 0
 
 
 def test_no_engine_is_an_infrastructure_error(tmp_path: Path, capsys, monkeypatch):

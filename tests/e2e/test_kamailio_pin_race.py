@@ -28,15 +28,15 @@ def run(tmp_path: Path, name: str, patches: tuple[Path, ...] = ()) -> RunOutcome
 
 
 def failed(outcome: RunOutcome) -> set[str]:
-    return {c["name"] for c in outcome.summary["checks"] if not c["passed"]}
+    return {c.name for c in outcome.summary.checks if not c.passed}
 
 
 def test_stock_relay_behind_kamailio_pins_phantoms(tmp_path: Path):
     outcome = run(tmp_path, "stock")
     assert outcome.verdict == "fail"
     assert failed(outcome) & {"no_phantom_shards", "relay_alive", "pins_below_ceiling"}
-    assert outcome.summary["sut"]["services"] == ["kmod", "relay", "kamailio"]
-    assert outcome.summary["load"]["calls_completed"] > 0
+    assert outcome.summary.sut.services == ["kmod", "relay", "kamailio"]
+    assert outcome.summary.load.calls_completed > 0
 
 
 def test_fixed_relay_behind_kamailio_passes(tmp_path: Path):

@@ -28,7 +28,7 @@ def run(tmp_path: Path, name: str, patches: tuple[str, ...] = (), overrides: tup
 
 
 def failed_checks(outcome) -> set[str]:
-    return {c["name"] for c in outcome.summary["checks"] if not c["passed"]}
+    return {c.name for c in outcome.summary.checks if not c.passed}
 
 
 def test_stock_relay_fails_pin_race(tmp_path: Path):
@@ -40,20 +40,20 @@ def test_stock_relay_fails_pin_race(tmp_path: Path):
     assert (outcome.folder / "report.html").is_file()
     assert any(e.kind == "make_shard" and e.data["space"] > 0
                for e in read_events(outcome.folder))
-    race = next(c for c in outcome.summary["checks"] if c["name"] == "make_shard_race")
-    assert (race["passed"], race["diagnosis"]) == (False, "race"), race
-    assert outcome.summary["diagnosis"]["make_shard"]["phantom_calls"] > 0
+    race = next(c for c in outcome.summary.checks if c.name == "make_shard_race")
+    assert (race.passed, race.diagnosis) == (False, "race"), race
+    assert outcome.summary.diagnosis.make_shard.phantom_calls > 0
 
 
 @pytest.mark.parametrize("patch", ["relay-reserve-slot-first.patch",
                                    "relay-recheck-after-pin.patch"])
 def test_each_fix_passes_pin_race(tmp_path: Path, patch: str):
     outcome = run(tmp_path, "fixed", patches=(patch,))
-    assert failed_checks(outcome) == set(), outcome.summary["checks"]
+    assert failed_checks(outcome) == set(), outcome.summary.checks
     assert outcome.verdict == "pass"
-    race = next(c for c in outcome.summary["checks"] if c["name"] == "make_shard_race")
-    assert race["diagnosis"] == "growth"
-    peak = outcome.summary["counters"]["kmod.pins"]["peak"]
+    race = next(c for c in outcome.summary.checks if c.name == "make_shard_race")
+    assert (race.passed, race.diagnosis) == (True, "growth"), race
+    peak = outcome.summary.counters["kmod.pins"].peak
     assert 0 < peak < 16
 
 
@@ -70,4 +70,4 @@ def test_max_shm_areas_32_delays_the_abort(tmp_path: Path):
     assert stock_crash is not None, "the stock relay should abort at 16 pins under this load"
     bumped_crash = crash_time(bumped)
     assert bumped_crash is None or bumped_crash > stock_crash
-    assert bumped.summary["counters"]["kmod.pins"]["peak"] > 16
+    assert bumped.summary.counters["kmod.pins"].peak > 16

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rig.runner import RunOutcome, RunRequest, run_scenario
+from rig.summary import CheckEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSION_LEAK = ROOT / "scenarios" / "session-leak.yaml"
@@ -34,20 +35,20 @@ def run(tmp_path: Path, name: str, *overrides: str, broken: bool = False) -> Run
     ))
 
 
-def check(outcome: RunOutcome, name: str) -> dict:
-    return next(c for c in outcome.summary["checks"] if c["name"] == name)
+def check(outcome: RunOutcome, name: str) -> CheckEntry:
+    return next(c for c in outcome.summary.checks if c.name == name)
 
 
 def busy_calls(outcome: RunOutcome) -> int:
-    return int(outcome.summary["load"]["outcomes"]["busy"])
+    return int(outcome.summary.load.outcomes["busy"])
 
 
 def assert_passes(outcome: RunOutcome) -> None:
-    failed = [c for c in outcome.summary["checks"] if not c["passed"]]
+    failed = [c for c in outcome.summary.checks if not c.passed]
     assert outcome.verdict == "pass", failed
-    outcomes = outcome.summary["load"]["outcomes"]
+    outcomes = outcome.summary.load.outcomes
     assert set(outcomes) == {"answered", "busy", "cancel", "no_answer", "vanish"}  # all ran
-    assert check(outcome, "no_orphan_sessions")["observed"] == 0
+    assert check(outcome, "no_orphan_sessions").observed == 0
 
 
 def assert_leaks_every_busy_call(outcome: RunOutcome) -> None:
@@ -55,17 +56,17 @@ def assert_leaks_every_busy_call(outcome: RunOutcome) -> None:
     leaked = busy_calls(outcome)
     assert leaked > 0
     orphans = check(outcome, "no_orphan_sessions")
-    assert not orphans["passed"] and orphans["observed"] == leaked
-    assert "e.g. call-id" in orphans["detail"]
+    assert not orphans.passed and orphans.observed == leaked
+    assert "e.g. call-id" in orphans.detail
     baseline = check(outcome, "back_to_baseline")
-    assert not baseline["passed"] and baseline["observed"] == f"media.sessions {leaked}"
+    assert not baseline.passed and baseline.observed == f"media.sessions {leaked}"
 
 
 def test_stock_config_passes_with_rtpengine(tmp_path: Path):
     outcome = run(tmp_path, "stock")
     assert_passes(outcome)
-    assert outcome.summary["sut"]["services"] == ["rtpengine", "kamailio"]
-    assert outcome.summary["counters"]["kamailio.shm_used"]["peak"] > 0
+    assert outcome.summary.sut.services == ["rtpengine", "kamailio"]
+    assert outcome.summary.counters["kamailio.shm_used"].peak > 0
 
 
 def test_no_delete_on_busy_leaks_with_rtpengine(tmp_path: Path):
@@ -76,7 +77,7 @@ def test_no_delete_on_busy_leaks_with_rtpengine(tmp_path: Path):
 def test_stock_config_passes_with_the_model_relay(tmp_path: Path):
     outcome = run(tmp_path, "stock-relay", "services.media=relay")
     assert_passes(outcome)
-    assert outcome.summary["sut"]["services"] == ["kmod", "relay", "kamailio"]
+    assert outcome.summary.sut.services == ["kmod", "relay", "kamailio"]
 
 
 @pytest.mark.slow

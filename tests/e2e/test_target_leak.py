@@ -3,12 +3,12 @@ streams on the stock relay; with the patch that skips them on the timeout path e
 vanished call leaves its two targets behind, and kmod refuses targets past its limit."""
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rig.results import read_events
 from rig.runner import RunOutcome, RunRequest, run_scenario
+from rig.summary import CheckEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_LEAK = ROOT / "scenarios" / "target-leak.yaml"
@@ -28,45 +28,45 @@ def run(tmp_path: Path, name: str, *overrides: str, patched: bool = False) -> Ru
     ))
 
 
-def check(outcome: RunOutcome, name: str) -> dict[str, Any]:
-    return next(c for c in outcome.summary["checks"] if c["name"] == name)
+def check(outcome: RunOutcome, name: str) -> CheckEntry:
+    return next(c for c in outcome.summary.checks if c.name == name)
 
 
 def test_stock_relay_removes_the_targets_of_timed_out_calls(tmp_path: Path):
     outcome = run(tmp_path, "stock")
-    assert outcome.verdict == "pass", [c for c in outcome.summary["checks"] if not c["passed"]]
-    assert outcome.summary["load"]["outcomes"]["vanish"] > 0
-    counters = outcome.summary["counters"]
-    assert counters["kmod.targets"]["peak"] > 0, "streams were kernelised"
-    assert counters["kmod.targets"]["last"] == 0
-    assert "does not approach kmod.max_targets (4096)" in check(outcome, "tracks")["detail"]
+    assert outcome.verdict == "pass", [c for c in outcome.summary.checks if not c.passed]
+    assert outcome.summary.load.outcomes["vanish"] > 0
+    counters = outcome.summary.counters
+    assert counters["kmod.targets"].peak > 0, "streams were kernelised"
+    assert counters["kmod.targets"].last == 0
+    assert "does not approach kmod.max_targets (4096)" in check(outcome, "tracks").detail
 
 
 def test_keep_target_patch_leaks_two_targets_per_vanished_call(tmp_path: Path):
     outcome = run(tmp_path, "patched", patched=True)
     assert outcome.verdict == "fail" and outcome.exit_code == 1
     tracks = check(outcome, "tracks")
-    vanished = outcome.summary["load"]["outcomes"]["vanish"]
+    vanished = outcome.summary.load.outcomes["vanish"]
     assert vanished > 0
     # both legs of a vanished call had a stream with a target; none of them went
-    assert not tracks["passed"] and tracks["observed"] == 2 * vanished, tracks
-    assert outcome.summary["counters"]["kmod.targets"]["last"] == 2 * vanished
-    assert outcome.summary["counters"]["relay.streams"]["last"] == 0
-    assert "drift rate +" in tracks["detail"]
-    assert "reaches kmod.max_targets (4096) in ~" in tracks["detail"]
+    assert not tracks.passed and tracks.observed == 2 * vanished, tracks
+    assert outcome.summary.counters["kmod.targets"].last == 2 * vanished
+    assert outcome.summary.counters["relay.streams"].last == 0
+    assert "drift rate +" in tracks.detail
+    assert "reaches kmod.max_targets (4096) in ~" in tracks.detail
     # the relay itself is fine: only the kernel's view drifted
-    assert check(outcome, "back_to_baseline")["passed"]
+    assert check(outcome, "back_to_baseline").passed
 
 
 def test_kmod_refuses_targets_past_its_limit(tmp_path: Path):
     limit = 20
     outcome = run(tmp_path, "limit", f"services.kmod.max_targets={limit}", patched=True)
-    counters = outcome.summary["counters"]
-    assert counters["kmod.targets"]["peak"] == limit
+    counters = outcome.summary.counters
+    assert counters["kmod.targets"].peak == limit
     refused = [e for e in read_events(outcome.folder) if e.kind == "kernel_refused"]
     assert refused and all("ENOMEM" in str(e.data["reason"]) for e in refused)
     # the refused streams went on in userspace: the calls still completed
-    assert check(outcome, "calls_completed")["passed"]
-    assert check(outcome, "relay_alive")["passed"]
+    assert check(outcome, "calls_completed").passed
+    assert check(outcome, "relay_alive").passed
     tracks = check(outcome, "tracks")
-    assert not tracks["passed"] and f"kmod.max_targets ({limit})" in tracks["detail"]
+    assert not tracks.passed and f"kmod.max_targets ({limit})" in tracks.detail
