@@ -101,9 +101,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from rig.plan import port_layout, stack_plan
     from rig.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, tuple(args.overrides))
+    port_layout(scenario, stack_plan(scenario))  # a scenario no run's address can hold
     print(f"ok: {args.scenario} ({scenario.name})")
     return 0
 

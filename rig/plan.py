@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rig.errors import UsageError
+from rig.errors import ScenarioError, UsageError
 from rig.services import names_with_role, service, start_order
 from rig.topology import Endpoints
 
@@ -65,6 +65,65 @@ def stack_plan(scenario: Any) -> StackPlan:
     plan = StackPlan(topology=scenario.topology, media=svc.media)
     return StackPlan(plan.topology, plan.media,
                      {name: svc.settings_of(name) for name in plan.services})
+
+
+# RTP ports of one run's address. The relay's range and the rig's own are sized for the calls
+# alive at once; today's fixed ranges are the least a run gets.
+RELAY_PORTS_FROM, RIG_PORTS_FROM, LOWEST_MEDIA_PORT = 30000, 40000, 10000
+MIN_RELAY_PORTS, MIN_RIG_PORTS = 2000, 10000
+PORTS_PER_CALL = 4  # two streams (legs), each an even RTP port and the odd RTCP port above it
+PORT_HEADROOM = 1.25  # ports skipped because another socket holds them, late deletes
+
+
+@dataclass(frozen=True)
+class PortLayout:
+    """The relay's RTP ports, the rig's own, and the concurrent calls they were sized for."""
+
+    relay: tuple[int, int]
+    rig: tuple[int, int]
+    calls: int
+
+
+def concurrent_calls(scenario: Any, media_settings: Any) -> int:
+    """Calls that can hold media ports at once: load.max_concurrent, the calls of the
+    bursts that overlap, and sessions that outlive their calls (rtpengine's delete_delay;
+    with the rig sending NG, a vanished caller's session until the relay's timeout)."""
+    load = scenario.load
+    calls = load.max_concurrent
+    bursts = scenario.bursts
+    if bursts is not None:
+        overlapping = math.ceil(bursts.hold / bursts.every) + 1
+        if bursts.count is not None:
+            overlapping = min(overlapping, bursts.count)
+        calls += bursts.workers * bursts.streams_per_worker * overlapping
+    linger = float(getattr(media_settings, "delete_delay", 0))
+    if scenario.topology == "model" and load.outcomes.vanish > 0:
+        linger += load.outcomes.vanish * (getattr(media_settings, "timeout", 0)
+                                          or scenario.duration)
+    return calls + math.ceil(load.cps * linger)
+
+
+def port_layout(scenario: Any, plan: StackPlan) -> PortLayout:
+    """Port ranges that hold the scenario's calls, so a run never starves its SUT of ports
+    by the rig's own configuration; `services.<media>.port_range` sets the relay's."""
+    settings = plan.settings_of(plan.media)
+    calls = concurrent_calls(scenario, settings)
+    need = math.ceil(calls * PORTS_PER_CALL * PORT_HEADROOM / 2) * 2
+    explicit = getattr(settings, "port_range", None)
+    relay = (explicit[0], explicit[1]) if explicit else (
+        RELAY_PORTS_FROM, RELAY_PORTS_FROM + max(MIN_RELAY_PORTS, need) - 1)
+    size = max(MIN_RIG_PORTS, need)
+    for lo in (RIG_PORTS_FROM, relay[1] + 1 + (relay[1] + 1) % 2, LOWEST_MEDIA_PORT):
+        rig = (lo, lo + size - 1)
+        if rig[1] <= 65535 and (rig[1] < relay[0] or rig[0] > relay[1]):
+            return PortLayout(relay, rig, calls)
+    room = (65536 - RELAY_PORTS_FROM) // 2
+    fits = int(room / (PORTS_PER_CALL * PORT_HEADROOM))
+    raise ScenarioError(
+        f"load.max_concurrent: {calls} calls at once (bursts and lingering sessions "
+        f"included) need {need} RTP ports for the relay and as many for the rig, more than "
+        f"one run's address holds (allowed: about {fits} calls at once, or a smaller "
+        f"services.{plan.media}.port_range)")
 
 
 def targets_for(endpoints: Endpoints, plan: StackPlan | None = None) -> Any:

@@ -27,7 +27,14 @@ from rig.clock import Clock, SystemClock
 from rig.console import Progress
 from rig.errors import UsageError
 from rig.load.numbers import load_numbers
-from rig.plan import before_later_samples, burst_plan, calls_plan, stack_plan, targets_for
+from rig.plan import (
+    before_later_samples,
+    burst_plan,
+    calls_plan,
+    port_layout,
+    stack_plan,
+    targets_for,
+)
 from rig.probes import Probe
 from rig.probes.logs import LogFollower
 from rig.probes.media import LoadProbe, MediaSessionsProbe
@@ -150,6 +157,7 @@ class Run:
         self.target = request.target or self.scenario.target
         self.backend_factory = backend_class(self.target)
         self.plan = stack_plan(self.scenario)
+        self.ports = port_layout(self.scenario, self.plan)
         check_sources(self.repo, self._sources(), allow_outside=request.allow_outside_sources)
         self.stack_timing: dict[str, float] = {}
         self.exited: list[str] = []
@@ -167,7 +175,8 @@ class Run:
         record = RunRecord.for_this_process(run_id)
         with ExitStack() as stack:
             stack.callback(record.remove)
-            endpoints = Endpoints(host=stack.enter_context(reserved_host(run_ports())))
+            endpoints = Endpoints(host=stack.enter_context(reserved_host(run_ports())),
+                                  relay_rtp_ports=self.ports.relay, rig_rtp_ports=self.ports.rig)
             self.capture = start_capture(
                 self.scenario.capture, folder.path, run_filter(endpoints, self.plan.sip_port),
                 record.add_process, process_labels(run_id))

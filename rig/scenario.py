@@ -212,7 +212,22 @@ class Scenario(Frozen):
         description="addresses or networks (CIDR) outside loopback the rig may send to, "
                     "e.g. a SUT on another host; host names are never allowed (no DNS)",
     )
-    checks: Checks
+    checks: Checks = Field(description=(
+        "calls_completed (min_ratio 0.95) is on unless set here or `calls_completed: off`"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def calls_completed_by_default(cls, data: Any) -> Any:
+        """A run whose calls mostly fail must not pass because its scenario forgot to ask."""
+        if not isinstance(data, dict) or not isinstance(data.get("checks"), dict):
+            return data
+        checks = dict(data["checks"])
+        if "calls_completed" not in checks:
+            if makes_calls(data):
+                checks["calls_completed"] = {"min_ratio": DEFAULT_CALLS_COMPLETED}
+        elif checks["calls_completed"] is False or checks["calls_completed"] == "off":
+            checks["calls_completed"] = None  # YAML reads a bare `off` as false
+        return {**data, "checks": checks}
 
     @field_validator("allow_destinations")
     @classmethod
@@ -228,6 +243,16 @@ class Scenario(Frozen):
         data = self.model_dump(mode="json", exclude={"checks"})
         data["checks"] = dict(self.checks.items())
         return data
+
+
+DEFAULT_CALLS_COMPLETED = 0.95
+
+
+def makes_calls(data: dict[str, Any]) -> bool:
+    """Whether the raw scenario places calls (load.cps above 0, default 10, or bursts)."""
+    load = data.get("load")
+    cps = load.get("cps", Load().cps) if isinstance(load, dict) else Load().cps
+    return data.get("bursts") is not None or not isinstance(cps, int | float) or cps > 0
 
 
 # -- loading -----------------------------------------------------------------------------

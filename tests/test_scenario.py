@@ -81,6 +81,26 @@ def test_minimal_scenario_gets_defaults(tmp_path):
     s = load_scenario(write(tmp_path, MINIMAL))
     assert s.bursts is None
     assert s.services.relay.workers == 4
+    assert s.checks.names() == ["calls_completed", "relay_alive"]
+    assert dict(s.checks.items())["calls_completed"] == {"min_ratio": 0.95}
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ((), {"min_ratio": 0.95}),
+    (("checks.calls_completed.min_ratio=0.5",), {"min_ratio": 0.5}),
+    (("checks.calls_completed=off",), None),
+    (("checks.calls_completed=null",), None),
+    (("load.cps=0",), None),  # places no call: nothing to complete
+    (("load.cps=0", "bursts={}"), {"min_ratio": 0.95}),
+])
+def test_every_scenario_that_places_calls_checks_that_they_complete(tmp_path, overrides,
+                                                                    expected):
+    s = load_scenario(write(tmp_path, MINIMAL), overrides)
+    assert dict(s.checks.items()).get("calls_completed") == expected
+
+
+def test_calls_completed_off_in_a_file(tmp_path):
+    s = load_scenario(write(tmp_path, MINIMAL + "  calls_completed: off\n"))
     assert s.checks.names() == ["relay_alive"]
 
 
@@ -209,8 +229,8 @@ def test_empty_file_says_what_is_required(tmp_path):
                                           "(allowed: service)"),
         ("checks.back_to_baseline={counters: [], within: 1}",
          "checks.back_to_baseline.counters: [] is out of range (allowed: 1 <= length)"),
-        ("checks.relay_alive=null", "checks: no check is on; a run that checks nothing "
-                                    "cannot pass"),
+        ("checks={relay_alive: null, calls_completed: off}",
+         "checks: no check is on; a run that checks nothing cannot pass"),
     ],
 )
 def test_bad_values_give_one_line_naming_key_and_allowed(tmp_path, override, expected):

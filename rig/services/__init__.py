@@ -17,7 +17,7 @@ from importlib import import_module
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from rig.errors import UsageError, quote
 from rig.frozen import Frozen
@@ -49,6 +49,25 @@ class ServiceSettings(Frozen):
         if climbs and not PurePosixPath(value).is_absolute():
             raise ValueError(f"{quote(value)} leads out of the repository (allowed: a folder "
                              "inside it, or an absolute path with --allow-outside-sources)")
+        return value
+
+
+class MediaSettings(ServiceSettings):
+    """The keys every media relay takes besides `source`."""
+
+    port_range: tuple[int, int] | None = Field(
+        default=None, strict=False,
+        description="[LO, HI]: the relay's RTP ports (2 per stream: RTP and RTCP); null: "
+                    "sized from load.max_concurrent and the bursts (rig.plan.port_layout)")
+
+    @field_validator("port_range")
+    @classmethod
+    def a_usable_range(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None:
+            lo, hi = value
+            if not 1024 <= lo < hi <= 65535 or lo + lo % 2 + 1 > hi:
+                raise ValueError(f"{quote(list(value))} is not a port range (allowed: [LO, HI] "
+                                 "with 1024 <= LO < HI <= 65535 holding an even/odd pair)")
         return value
 
 

@@ -16,7 +16,7 @@ from pydantic import Field
 from rig.probes import Probe
 from rig.probes.logs import parse_relay_line
 from rig.series import Series
-from rig.services import LogParser, Peak, ServiceSettings, Site
+from rig.services import LogParser, MediaSettings, Peak, Site
 from rig.topology import RunningService, ServiceSpec
 from rig.topology.wait import NgPing
 
@@ -31,7 +31,7 @@ SHARD_LINES = (
 )
 
 
-class RelaySettings(ServiceSettings):
+class RelaySettings(MediaSettings):
     source: str = Field(default="containers/relay", min_length=1,
                         description="folder of the service, from the repo root")
     workers: int = Field(default=4, ge=1, le=64, description="worker threads")

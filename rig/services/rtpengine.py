@@ -14,7 +14,7 @@ from pydantic import Field
 
 from rig.probes import Probe
 from rig.probes.logs import parse_rtpengine_line
-from rig.services import LogParser, Peak, ServiceSettings, Site
+from rig.services import LogParser, MediaSettings, Peak, Site
 from rig.topology import RunningService, ServiceSpec
 from rig.topology.wait import NgPing
 
@@ -22,7 +22,7 @@ NG_PORT = 2223
 CLI_PORT = 9900
 
 
-class RtpengineSettings(ServiceSettings):
+class RtpengineSettings(MediaSettings):
     source: str = Field(default="containers/rtpengine", min_length=1,
                         description="folder of the service, from the repo root")
     delete_delay: int = Field(
