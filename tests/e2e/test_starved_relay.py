@@ -24,16 +24,17 @@ def run(tmp_path: Path, name: str, *extra: str):
 
 def test_a_relay_out_of_ports_fails_the_run_on_calls_completed(tmp_path: Path):
     outcome = run(tmp_path, "starved")
-    checks = {c["name"]: c for c in outcome.summary["checks"]}
+    checks = {c.name: c for c in outcome.summary.checks}
     assert set(checks) == {"relay_alive", "calls_completed"}
-    assert checks["relay_alive"]["passed"]  # the relay is fine: it only ran out of ports
-    assert not checks["calls_completed"]["passed"]
-    assert checks["calls_completed"]["observed"] < 0.5, checks["calls_completed"]
-    assert checks["calls_completed"]["limit"] == 0.95
+    assert checks["relay_alive"].passed  # the relay is fine: it only ran out of ports
+    completed = checks["calls_completed"]
+    assert not completed.passed
+    assert isinstance(completed.observed, float) and completed.observed < 0.5, completed
+    assert completed.limit == 0.95
     assert outcome.verdict == "fail" and outcome.exit_code == 1
 
 
 def test_with_calls_completed_off_the_same_run_passes(tmp_path: Path):
     outcome = run(tmp_path, "unchecked", "checks.calls_completed=off")
-    assert [c["name"] for c in outcome.summary["checks"]] == ["relay_alive"]
+    assert [c.name for c in outcome.summary.checks] == ["relay_alive"]
     assert outcome.verdict == "pass"
