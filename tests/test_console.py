@@ -40,3 +40,11 @@ def test_pin_steps_without_enough_bursts_to_fit_say_so():
     steps = [{"t": 1.0, "before": 1, "after": 2}]
     assert diagnosis_lines(summary(pin_steps=steps)) == [
         "time to the ceiling: too few bursts after the warm-up to fit"]
+
+
+def test_a_run_that_only_grew_says_growth():
+    growth = {**RACE_NUMBERS, "racing_clusters": 0, "phantom_calls": 0, "verdict": "growth"}
+    assert diagnosis_lines(summary("pass", (GROWTH,), make_shard=growth))[0] == (
+        "make_shard: growth (0 of 4 concurrent cluster(s) raced; 0 of 13 call(s) did not need "
+        "their shard)")
+    assert "PASS  make_shard_race  0 (growth)" in verdict_table(summary("pass", (GROWTH,)))

@@ -60,7 +60,10 @@ def test_a_racing_run_gets_the_timeline_and_the_sites_plots(tmp_path: Path):
     page = html_report([folder], folder / "report.html").read_text()
     assert "<h3>Diagnosis</h3>" in page
     assert "make_shard: <b>race</b>: 4 of 4 concurrent cluster(s)" in page
-    assert "time to the ceiling: +1.00 pins per burst" in page
+    assert "time to the ceiling: +1.00 pins per burst (± 0.00) over 4 bursts" in page
+    # 14 pins to go at one a burst, 1800 bursts/hour: 28 s; 30 more pins with the patch
+    assert "at 1800 bursts/hour: ceiling (MAX_SHM_AREAS 16) in 28 s (95%: 28 s to 28 s); " \
+           "with MAX_SHM_AREAS 32 in 1 min (95%: 1 min to 1 min)" in page
     assert "<td>stream_stats</td>" in page
     assert "4 <b>race</b>" in page
     alts = re.findall(r'alt="(\w+)" src="data:image/png', page)

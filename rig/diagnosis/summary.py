@@ -16,6 +16,7 @@ from rig.series import Event, Series
 
 DEFAULT_CEILING = 16
 PINS = "kmod.pins"
+PINS_CEILING = "MAX_SHM_AREAS"  # what sets the pin ceiling, in rtpengine's module and kmod
 
 
 def projection_settings(scenario: Mapping[str, Any]) -> tuple[float | None, list[float], float]:
@@ -65,7 +66,7 @@ def projection_block(series: Series, events: Sequence[Event], window: RunWindow,
             "per_hour": round(p.per_hour, 3),
             "ceilings": [{k: (None if v is None else round(v, 4)) for k, v in asdict(e).items()}
                          for e in p.etas],
-            "text": projection_text(p)}
+            "text": projection_text(p, PINS_CEILING if p.counter == PINS else None)}
 
 
 def diagnosis_block(series: Series, events: Sequence[Event], window: RunWindow,

@@ -138,6 +138,8 @@ def project(series: Series, events: Sequence[Event], window: RunWindow, *,
 def hours_text(hours: float | None) -> str:
     if hours is None:
         return "never"
+    if hours < 1 / 60:
+        return f"{hours * 3600:.0f} s"
     if hours < 1:
         return f"{hours * 60:.0f} min"
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
@@ -152,17 +154,23 @@ def eta_text(e: CeilingEta) -> str:
             f"(95%: {hours_text(e.hours_low)} to {hours_text(e.hours_high)})")
 
 
-def projection_text(p: Projection) -> str:
-    """`at 30 bursts/hour: ceiling 16 in 3.1 h (...); with a ceiling of 32 in 6.5 h (...)`."""
+def projection_text(p: Projection, ceiling_name: str | None = None) -> str:
+    """`at 30 bursts/hour: ceiling 16 in 3.1 h (...); with a ceiling of 32 in 6.5 h (...)`;
+    with the constant that sets the ceiling named (`MAX_SHM_AREAS`): `ceiling
+    (MAX_SHM_AREAS 16) in 3.1 h (...); with MAX_SHM_AREAS 32 in 6.5 h (...)`."""
     if all(e.hours is None for e in p.etas):
         return (f"no growth after the warm-up: {p.fit.last:g} pins over {p.fit.bursts} bursts "
                 f"(from {p.fit.start:g}); no ceiling is reached at any burst rate")
-    head = (f"{p.fit.per_burst:+.2f} pins per burst"
-            + (f" (± {p.fit.per_burst_se:.2f})" if p.fit.per_burst_se is not None else "")
-            + f" over {p.fit.bursts} bursts from {p.fit.start:g}")
+    spread = (f" (± {p.fit.per_burst_se:.2f})" if p.fit.per_burst_se is not None
+              else f" (no range from {p.fit.bursts} bursts)")
+    head = (f"{p.fit.per_burst:+.2f} pins per burst{spread} over {p.fit.bursts} bursts "
+            f"from {p.fit.start:g}")
     first, *rest = p.etas
-    parts = [f"at {p.bursts_per_hour:g} bursts/hour: ceiling {first.ceiling:g} {eta_text(first)}"]
-    parts += [f"with a ceiling of {e.ceiling:g} {eta_text(e)}" for e in rest]
+    ceiling = (f"ceiling ({ceiling_name} {first.ceiling:g})" if ceiling_name
+               else f"ceiling {first.ceiling:g}")
+    parts = [f"at {p.bursts_per_hour:g} bursts/hour: {ceiling} {eta_text(first)}"]
+    parts += [(f"with {ceiling_name} {e.ceiling:g}" if ceiling_name
+               else f"with a ceiling of {e.ceiling:g}") + f" {eta_text(e)}" for e in rest]
     return f"{head}; " + "; ".join(parts)
 
 

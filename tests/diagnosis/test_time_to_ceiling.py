@@ -48,6 +48,17 @@ def test_projection_of_one_pin_per_burst():
     assert sixteen.hours_low == pytest.approx(sixteen.hours)  # a perfect fit: no spread
     assert "at 30 bursts/hour: ceiling 16 in 28 min" in projection_text(p)
     assert "with a ceiling of 32 in 1.0 h" in projection_text(p)
+    assert "(± 0.00) over 8 bursts from 2; at 30 bursts/hour: ceiling (MAX_SHM_AREAS 16) in " \
+           "28 min (95%: 28 min to 28 min); with MAX_SHM_AREAS 32 in 1.0 h (95%: 1.0 h to " \
+           "1.0 h)" in projection_text(p, "MAX_SHM_AREAS")
+
+
+def test_two_bursts_give_a_time_and_say_there_is_no_range():
+    series, events = stepped([1, 1])
+    p = project(series, events, window_of(series), bursts_per_hour=30, ceilings=(16,))
+    assert p is not None and p.fit.per_burst_se is None
+    assert projection_text(p) == ("+1.00 pins per burst (no range from 2 bursts) over 2 "
+                                  "bursts from 2; at 30 bursts/hour: ceiling 16 in 28 min")
 
 
 def test_noisy_growth_gives_a_range_around_the_true_time():
