@@ -39,7 +39,6 @@ from rig.summary import (
     Capture,
     CheckEntry,
     CounterStats,
-    Diagnosis,
     Environment,
     LoadNumbers,
     Summary,
@@ -288,8 +287,7 @@ def build_summary(
     if window is not None:
         from rig.diagnosis.summary import diagnosis_block
 
-        diagnosis = Diagnosis.model_validate(
-            diagnosis_block(series, list(events), window, scenario_dict))
+        diagnosis = diagnosis_block(series, list(events), window, scenario_dict)
     return Summary(
         run_id=run_id,
         scenario=scenario_dict,

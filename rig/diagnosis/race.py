@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Final
 
 from pydantic import Field
 
 from rig.checks import Params, RunWindow, Verdict, register
 from rig.series import Event, Series
 
-RACE, GROWTH = "race", "growth"
+RACE: Final = "race"
+GROWTH: Final = "growth"
 
 
 @dataclass(frozen=True)
