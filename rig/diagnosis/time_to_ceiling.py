@@ -22,6 +22,7 @@ from rig.series import Event, Series
 
 Z95 = 1.96
 MIN_BURSTS = 2
+MIN_BURSTS_FOR_RANGE = 3
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,12 @@ def fit_growth(column: Sequence[tuple[float, float]], bursts: Sequence[float], u
     if len(levels) < MIN_BURSTS:
         return None
     before = value_at(column, warmup_end)
-    _, slope, se = fit_line(levels)
+    # The level the warm-up left is the first point: a step at the first burst after it
+    # is growth, not the baseline the later plateaus are measured from.
     start = before[1] if before is not None else levels[0]
+    _, slope, se = fit_line([start, *levels] if before is not None else levels)
+    if len(levels) < MIN_BURSTS_FOR_RANGE:  # one degree of freedom: no honest range
+        se = None
     return GrowthFit(len(levels), slope, se, start, levels[-1])
 
 

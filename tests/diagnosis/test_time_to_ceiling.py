@@ -121,3 +121,12 @@ def test_alert_at_or_above_the_ceiling_is_bad_input():
     with pytest.raises(UsageError, match="not below the ceiling"):
         run_checks({"pins_below_alert": {"alert": 16, "ceiling": 16}}, Series(), [],
                    RunWindow(0, 1, 1))
+
+
+def test_a_step_at_the_first_burst_after_the_warm_up_is_growth():
+    # warm-up left 2 pins; the first burst after it adds 3, the next ones nothing
+    series, events = stepped([3, 0, 0, 0])
+    p = project(series, events, window_of(series), bursts_per_hour=30, ceilings=(16,))
+    assert p is not None and p.fit.start == 2 and p.fit.last == 5
+    assert p.fit.per_burst > 0
+    assert not projection_text(p).startswith("no growth")
