@@ -24,7 +24,7 @@ from rig.results import checks_side_by_side, read_events, read_series, read_summ
 from rig.series import Event, Series
 from rig.services import ceiling_check, compared_peaks
 from rig.services.relay import SHARD_LINES, phantoms
-from rig.summary import CheckEntry, Summary
+from rig.summary import CheckEntry, Summary, Sut
 
 PLOTS = ("pins.png", "make_shard.png", "sites.png", "load.png")
 
@@ -253,13 +253,20 @@ def embedded_plots(folder: Path) -> str:
     return "\n".join(images) or "<p>no plots</p>"
 
 
+def versions_text(sut: Sut) -> str:
+    """`rtpengine 10.5.3.5-1, kamailio 5.6.3`: what each real service reported."""
+    return ", ".join(f"{name} {version}" for name, version in sut.versions.items())
+
+
 def run_section(folder: Path, summary: Summary, report_dir: Path | None = None) -> str:
     patches = ", ".join(summary.sut.patches) or "none"
+    versions = versions_text(summary.sut)
     parts = [
         f"<section><h2>{esc(folder.name)}: {verdict_span(summary.verdict)}</h2>",
         f"<p>scenario <b>{esc(summary.scenario.get('name'))}</b>: "
         f"{esc(summary.scenario.get('description'))}"
-        f"<br>commit {esc(summary.sut.commit)}, patches {esc(patches)}</p>",
+        f"<br>commit {esc(summary.sut.commit)}, patches {esc(patches)}"
+        + (f"<br>versions {esc(versions)}" if versions else "") + "</p>",
     ]
     if summary.error:
         parts.append(f"<p class=\"error\">error: {esc(summary.error)}</p>")
@@ -282,6 +289,7 @@ def run_section(folder: Path, summary: Summary, report_dir: Path | None = None) 
 def comparison(folders: Sequence[Path], summaries: Sequence[Summary]) -> str:
     """One row per check (and a few key numbers), one column per run."""
     rows = [["patches", *(esc(", ".join(s.sut.patches) or "stock") for s in summaries)],
+            ["versions", *(esc(versions_text(s.sut) or "-") for s in summaries)],
             ["verdict", *(verdict_span(s.verdict) for s in summaries)]]
     for name, results in checks_side_by_side(summaries):
         rows.append([esc(name), *(

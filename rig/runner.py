@@ -158,10 +158,13 @@ class Run:
         self.backend_factory = backend_class(self.target)
         self.plan = stack_plan(self.scenario)
         self.ports = port_layout(self.scenario, self.plan)
+        for name in self.plan.services:
+            self.plan.settings_of(name).check_target(name, self.target)
         check_sources(self.repo, self._sources(), allow_outside=request.allow_outside_sources)
         self.stack_timing: dict[str, float] = {}
         self.exited: list[str] = []
         self.crit_lines: dict[str, str] = {}  # service -> its last CRIT line
+        self.versions: dict[str, str] = {}  # service -> the version it reports
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -184,6 +187,9 @@ class Run:
             services = self._start_services(stack, record, folder, endpoints)
             self.started_mono = self.clock.monotonic()
             self.started_wall = self.clock.wall()
+            for name, version in self.versions.items():
+                recorder.event(Event(0.0, "service_version",
+                                     {"service": name, "version": version}))
             window, load = self._drive_and_sample(services, endpoints, recorder, stack)
             services.close()
             self._note_exits(services, recorder)
@@ -202,9 +208,11 @@ class Run:
         self.site = Site(endpoints, workdir).make()
         backend = self.backend_factory(endpoints, folder.logs_dir, record)
         stack.callback(backend.close)
-        self.stack_timing.update(backend.prepare(copies))
+        recipes = {name: plan.settings_of(name).recipe() for name in plan.services}
+        self.stack_timing.update(backend.prepare(copies, recipes))
         specs = [backend.spec(service(name), plan.settings_of(name), self.site)
                  for name in plan.services]
+        self.versions = service_versions(backend, specs)
         began = self.clock.monotonic()
         services = backend.start(specs)
         self.stack_timing["stack_start_s"] = round(self.clock.monotonic() - began, 3)
@@ -212,7 +220,8 @@ class Run:
         return services
 
     def _sources(self) -> dict[str, str]:
-        return {name: self.plan.settings_of(name).source for name in self.plan.services}
+        """The folder each service runs from: its source, or the context of a user's build."""
+        return {name: self.plan.settings_of(name).folder() for name in self.plan.services}
 
     def _probes(self, services: Stack, endpoints: Endpoints, driver: Any) -> list[Probe]:
         """Each service's own probes, in start order, then the media relay's sessions
@@ -368,6 +377,7 @@ class Run:
                 "topology": self.plan.topology,
                 "media": self.plan.media,
                 "services": list(self.plan.services),
+                "versions": self.versions,
             },
             timing={
                 "started": self.started_wall,
@@ -406,6 +416,19 @@ async def drive_until_crash(
                 pass
             return None, True
     return task.result(), exit_code() is not None
+
+
+def service_versions(backend: Any, specs: list[Any]) -> dict[str, str]:
+    """The version each real service reports (`rtpengine --version`, `kamailio -v`);
+    "unknown" when its answer has none. The model services have none to report."""
+    versions = {}
+    for spec in specs:
+        svc = service(spec.name)
+        if not svc.version_argv or svc.parse_version is None:
+            continue
+        versions[spec.name] = svc.parse_version(backend.version(spec, svc.version_argv)) \
+            or "unknown"
+    return versions
 
 
 def last_log_line(path: Path) -> str:

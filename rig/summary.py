@@ -61,6 +61,7 @@ class Sut(_Open):
     topology: str | None = None
     media: str | None = None
     services: list[str] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)  # the version each service reports
 
 
 class CounterStats(_Closed):

@@ -15,15 +15,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from rig.errors import UsageError, quote
 from rig.frozen import Frozen
 from rig.probes import Probe
 from rig.series import Event
-from rig.topology import Endpoints, RunningService, ServiceSpec
+from rig.topology import Endpoints, ImageRecipe, RunningService, ServiceSpec
 
 ROLES = ("kernel", "media", "proxy")
 # The registry, in the order the report lists the services' peaks.
@@ -45,10 +45,46 @@ class ServiceSettings(Frozen):
     def stays_in_the_repository(cls, value: str) -> str:
         """A relative folder may not climb out of the repository (checked again, with
         symbolic links followed, when the run copies it: rig.topology.source)."""
-        climbs = posixpath.normpath(value).split("/")[0] == ".."
-        if climbs and not PurePosixPath(value).is_absolute():
-            raise ValueError(f"{quote(value)} leads out of the repository (allowed: a folder "
-                             "inside it, or an absolute path with --allow-outside-sources)")
+        return inside_the_repository(value)
+
+    def folder(self) -> str:
+        """The folder the run copies (and patches): the service's source."""
+        return self.source
+
+    def recipe(self) -> ImageRecipe:
+        """How the docker backend gets the image: the rig builds `source` on its base."""
+        return ImageRecipe()
+
+    def check_target(self, name: str, target: str) -> None:
+        """UsageError when these settings cannot run on `target`."""
+
+
+def inside_the_repository(value: str) -> str:
+    climbs = posixpath.normpath(value).split("/")[0] == ".."
+    if climbs and not PurePosixPath(value).is_absolute():
+        raise ValueError(f"{quote(value)} leads out of the repository (allowed: a folder "
+                         "inside it, or an absolute path with --allow-outside-sources)")
+    return value
+
+
+class BuildSettings(Frozen):
+    """`build:`: the user's own image, built by the docker backend at each commit."""
+
+    context: str = Field(min_length=1, description="build context, from the --repo root")
+    dockerfile: str = Field(default="Dockerfile", min_length=1,
+                            description="the Dockerfile, from the context's root")
+    args: dict[str, str] = Field(default_factory=dict, description="build arguments")
+
+    @field_validator("context")
+    @classmethod
+    def context_in_the_repository(cls, value: str) -> str:
+        return inside_the_repository(value)
+
+    @field_validator("dockerfile")
+    @classmethod
+    def dockerfile_in_the_context(cls, value: str) -> str:
+        if PurePosixPath(value).is_absolute() or posixpath.normpath(value).startswith(".."):
+            raise ValueError(f"{quote(value)} leads out of the build context")
         return value
 
 
@@ -69,6 +105,51 @@ class MediaSettings(ServiceSettings):
                 raise ValueError(f"{quote(list(value))} is not a port range (allowed: [LO, HI] "
                                  "with 1024 <= LO < HI <= 65535 holding an even/odd pair)")
         return value
+
+
+class OwnBuildSettings(ServiceSettings):
+    """A real service the user may bring in their own build: `binary:` (local target),
+    `image:` or `build:` (docker target), and `args:` after the rig's own options."""
+
+    binary: str | None = Field(default=None, min_length=1,
+                               description="executable to run instead of the one on PATH "
+                                           "(local target)")
+    image: str | None = Field(default=None, min_length=1,
+                              description="image to run, not built by the rig (docker target)")
+    build: BuildSettings | None = Field(default=None,
+                                        description="the user's own image build (docker target)")
+    args: Annotated[tuple[str, ...], Field(strict=False)] = Field(
+        default=(), description="extra command-line options, after the rig's own")
+
+    @model_validator(mode="after")
+    def one_image_source(self) -> OwnBuildSettings:
+        if self.image is not None and self.build is not None:
+            raise ValueError("give image: or build:, not both")
+        return self
+
+    def folder(self) -> str:
+        return self.build.context if self.build is not None else self.source
+
+    def recipe(self) -> ImageRecipe:
+        if self.image is not None:
+            return ImageRecipe(image=self.image)
+        if self.build is not None:
+            return ImageRecipe(dockerfile=self.build.dockerfile, args=dict(self.build.args),
+                               own=True)
+        return ImageRecipe()
+
+    def check_target(self, name: str, target: str) -> None:
+        docker_only = "image" if self.image is not None else (
+            "build" if self.build is not None else None)
+        if target == "local" and docker_only and self.binary is None:
+            raise UsageError(f"services.{name}.{docker_only} is for the docker target "
+                             f"(on the local target give services.{name}.binary)")
+        if target == "docker" and self.binary is not None and docker_only is None:
+            raise UsageError(f"services.{name}.binary is for the local target "
+                             f"(on the docker target give services.{name}.image or build)")
+
+    def executable(self, default: str) -> str:
+        return self.binary or default
 
 
 @dataclass(frozen=True)
@@ -123,6 +204,10 @@ class Service(Protocol):
     parse_log: LogParser | None  # (line, run start wall time) -> an event, else None
     sip_port: int | None  # where a proxy takes the rig's calls
     matrix_counter: Peak | None  # what `rig matrix` compares across cells, peak and last
+    # how to ask it its version: argv (its first word replaced by the spec's executable
+    # on the local target, the image's entrypoint on docker), and the version in its answer
+    version_argv: tuple[str, ...]
+    parse_version: Callable[[str], str | None] | None
 
     def local_spec(self, settings: Any, site: Site, source: Path) -> ServiceSpec:
         """A process on this machine; `source` is the (patched) copy of its folder."""

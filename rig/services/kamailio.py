@@ -7,8 +7,10 @@ deletes on BYE and on every failure path. The rig reads it over its control sock
 
 from __future__ import annotations
 
+import re
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from rig.probes import Probe
-from rig.services import Peak, ServiceSettings, Site
+from rig.services import OwnBuildSettings, Peak, Site
 from rig.topology import Endpoints, RunningService, ServiceSpec
 from rig.topology.destinations import LOOPBACK_ONLY
 from rig.topology.wait import NotReady
@@ -28,7 +30,7 @@ CONFIG_IN_IMAGE = Path("/etc/kamailio/rig.cfg")
 CTL_SOCKET_NAME = "kamailio_ctl"
 
 
-class KamailioSettings(ServiceSettings):
+class KamailioSettings(OwnBuildSettings):
     """Kamailio's start-up choices: allocators (`-x`/`-X`) and pool sizes (`-m`/`-M`)."""
 
     source: str = Field(default="containers/kamailio", min_length=1,
@@ -94,7 +96,17 @@ def kamailio_options(run_dir: Path, endpoints: Endpoints, settings: Any) -> list
         "-A", f'CALLEE="sip:{host}:{endpoints.uas_port}"',
         "-A", f'CTL_SOCK="unix:{run_dir / CTL_SOCKET_NAME}"',
         "-A", f"WORKERS={settings.workers}",
+        *settings.args,
     ]
+
+
+VERSION_LINE = re.compile(r"^version:\s*kamailio\s+(?P<version>\S+)", re.MULTILINE)
+
+
+def parse_kamailio_version(text: str) -> str | None:
+    """`kamailio -v` starts with `version: kamailio 5.6.3 (x86_64/linux)`."""
+    match = VERSION_LINE.search(text)
+    return match["version"] if match else None
 
 
 def kamailio_ctl(run_dir: Path) -> str:
@@ -108,7 +120,8 @@ def kamailio_spec(config: Path, run_dir: Path, endpoints: Endpoints,
     settings = settings or KamailioSettings()
     return ServiceSpec(
         name="kamailio",
-        argv=["kamailio", "-f", str(config), *kamailio_options(run_dir, endpoints, settings)],
+        argv=[settings.executable("kamailio"), "-f", str(config),
+              *kamailio_options(run_dir, endpoints, settings)],
         ready=SipOptionsAnswered(endpoints.host, SIP_PORT),
     )
 
@@ -127,6 +140,8 @@ class Kamailio:
     sip_port: int = SIP_PORT
     # what `rig matrix` compares across allocators
     matrix_counter: Peak = Peak("kamailio.shm_used", "shm", 1024, "KiB")
+    version_argv: tuple[str, ...] = ("kamailio", "-v")
+    parse_version: Callable[[str], str | None] | None = parse_kamailio_version
 
     def local_spec(self, settings: Any, site: Site, source: Path) -> ServiceSpec:
         return kamailio_spec(source / CONFIG, site.dir("kamailio"), site.endpoints, settings)

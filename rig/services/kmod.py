@@ -41,6 +41,8 @@ class Kmod:
     parse_log: None = None
     sip_port: None = None
     matrix_counter: None = None
+    version_argv: tuple[str, ...] = ()  # the model's version is the rig's commit
+    parse_version: None = None
 
     def local_spec(self, settings: Any, site: Site, source: Path) -> ServiceSpec:
         return ServiceSpec(

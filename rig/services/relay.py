@@ -64,6 +64,8 @@ class Relay:
     parse_log: LogParser | None = parse_relay_line
     sip_port: None = None
     matrix_counter: None = None
+    version_argv: tuple[str, ...] = ()  # the model's version is the rig's commit
+    parse_version: None = None
 
     def local_spec(self, settings: Any, site: Site, source: Path) -> ServiceSpec:
         endpoints = site.endpoints

@@ -6,6 +6,8 @@ statistics. It never reads the host's /etc/rtpengine.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from pydantic import Field
 
 from rig.probes import Probe
 from rig.probes.logs import parse_rtpengine_line
-from rig.services import LogParser, MediaSettings, Peak, Site
+from rig.services import LogParser, MediaSettings, OwnBuildSettings, Peak, Site
 from rig.topology import RunningService, ServiceSpec
 from rig.topology.wait import NgPing
 
@@ -22,7 +24,7 @@ NG_PORT = 2223
 CLI_PORT = 9900
 
 
-class RtpengineSettings(MediaSettings):
+class RtpengineSettings(MediaSettings, OwnBuildSettings):
     source: str = Field(default="containers/rtpengine", min_length=1,
                         description="folder of the service, from the repo root")
     delete_delay: int = Field(
@@ -43,7 +45,17 @@ def rtpengine_options(settings: Any, site: Site) -> list[str]:
         f"--listen-cli={host}:{CLI_PORT}",
         f"--port-min={lo}", f"--port-max={hi}",
         f"--delete-delay={settings.delete_delay}",
+        *settings.args,
     ]
+
+
+VERSION_LINE = re.compile(r"^Version:\s*(?P<version>\S+)", re.MULTILINE)
+
+
+def parse_rtpengine_version(text: str) -> str | None:
+    """`rtpengine --version` prints `Version: 10.5.3.5-1+deb12u1` (on stderr)."""
+    match = VERSION_LINE.search(text)
+    return match["version"] if match else None
 
 
 @dataclass(frozen=True)
@@ -59,16 +71,19 @@ class Rtpengine:
     parse_log: LogParser | None = parse_rtpengine_line
     sip_port: None = None
     matrix_counter: None = None
+    version_argv: tuple[str, ...] = ("rtpengine", "--version")
+    parse_version: Callable[[str], str | None] | None = parse_rtpengine_version
 
     def local_spec(self, settings: Any, site: Site, source: Path) -> ServiceSpec:
         return ServiceSpec(
             name="rtpengine",
-            argv=["rtpengine", *rtpengine_options(settings, site)],
+            argv=[settings.executable("rtpengine"), *rtpengine_options(settings, site)],
             ready=NgPing(site.endpoints.host, site.endpoints.ng_port),
         )
 
     def container_spec(self, settings: Any, site: Site, image: str) -> ServiceSpec:
-        """The image's entrypoint is `rtpengine`; the options are its command."""
+        """The image's entrypoint is `rtpengine` (a user's `image:` or `build:` too); the
+        options are its command."""
         return replace(self.local_spec(settings, site, Path()),
                        argv=rtpengine_options(settings, site), image=image)
 

@@ -44,6 +44,18 @@ class ServiceSpec:
     volumes: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ImageRecipe:
+    """How the docker backend gets one service's image: `image` as given (the rig does not
+    build it), else a build of the service's (patched) source copy: the rig's own on the
+    rig's base, or the user's (`own`) with their Dockerfile and build arguments."""
+
+    image: str | None = None
+    dockerfile: str = "Dockerfile"
+    args: Mapping[str, str] = field(default_factory=dict)
+    own: bool = False
+
+
 class RunningService(Protocol):
     name: str
     log_path: Path
@@ -65,14 +77,18 @@ class Stack(Protocol):
 
 class Backend(Protocol):
     """Where services run. `prepare` gets what they run from (the local backend: the
-    sources; docker: images built from them) and returns its timings; `spec` asks the
-    service for the spec of this backend; `close` releases the backend itself."""
+    sources; docker: images built from them, or given by `recipes`) and returns its
+    timings; `spec` asks the service for the spec of this backend; `version` runs a spec's
+    executable with `argv[1:]` and returns what it printed; `close` releases the backend."""
 
     name: str
 
-    def prepare(self, sources: Mapping[str, Path]) -> dict[str, float]: ...
+    def prepare(self, sources: Mapping[str, Path],
+                recipes: Mapping[str, ImageRecipe] | None = None) -> dict[str, float]: ...
 
     def spec(self, service: Any, settings: Any, site: Any) -> ServiceSpec: ...
+
+    def version(self, spec: ServiceSpec, argv: Sequence[str]) -> str: ...
 
     def start(self, specs: Sequence[ServiceSpec]) -> Stack: ...
 

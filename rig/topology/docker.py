@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.errors import InfraError
-from rig.topology import Endpoints, ServiceSpec
+from rig.topology import Endpoints, ImageRecipe, ServiceSpec
 from rig.topology.runtime import RunRecord, process_labels, runtime_dir
 from rig.topology.wait import ServiceDied, wait_until_ready
 
@@ -182,16 +182,38 @@ class DockerBackend:
         self.user = user or f"{os.getuid()}:{os.getgid()}"
         self.images: dict[str, str] = {}
 
-    def prepare(self, sources: Mapping[str, Path]) -> dict[str, float]:
-        """Images of the (patched) copies, built unless their content hash exists."""
+    def prepare(self, sources: Mapping[str, Path],
+                recipes: Mapping[str, ImageRecipe] | None = None) -> dict[str, float]:
+        """Images of the (patched) copies, built unless their content hash exists, or the
+        images the recipes name."""
         from rig.topology.images import build_images
 
         began = time.monotonic()
         with open(self.logs_dir / "build.log", "a", encoding="utf-8") as log:
             images = build_images(self.client, sources,
-                                  progress=lambda line: print(line, file=log))
+                                  progress=lambda line: print(line, file=log, flush=True),
+                                  recipes=recipes)
         self.images = {name: image.tag for name, image in images.items()}
         return {"images_s": round(time.monotonic() - began, 3)}
+
+    def version(self, spec: ServiceSpec, argv: Sequence[str]) -> str:
+        """What `argv` prints in a throwaway container of the spec's image (entrypoint
+        replaced, no network), both streams."""
+        from docker.errors import APIError, ContainerError
+
+        name = container_name(self.record.run_id, f"{spec.name}-version")
+        try:
+            output = self.client.containers.run(
+                spec.image, entrypoint=[argv[0]], command=list(argv[1:]), name=name,
+                network_mode="none", stdout=True, stderr=True, remove=True,
+                labels={RUN_LABEL: self.record.run_id, SERVICE_LABEL: spec.name,
+                        RUNTIME_LABEL: str(runtime_dir())})
+        except ContainerError as exc:
+            return bytes(exc.stderr or b"").decode(errors="replace")
+        except APIError as exc:
+            raise InfraError(f"{spec.name}: {' '.join(argv)} in {spec.image}: "
+                             f"{exc.explanation or exc}") from None
+        return bytes(output).decode(errors="replace")
 
     def spec(self, service: Any, settings: Any, site: Any) -> ServiceSpec:
         if service.name not in self.images:

@@ -6,6 +6,8 @@ unchanged service is never rebuilt and two commits that differ only elsewhere sh
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.errors import InfraError
+from rig.topology import ImageRecipe
 from rig.topology.source import IGNORED, tree_hash
 
 DEFAULT_BASE = "rig-base:bookworm"
@@ -39,6 +42,14 @@ class Image:
 
 def image_tag(service: str, context: Path) -> str:
     return f"rig-{service}:{tree_hash(context)}"
+
+
+def own_image_tag(service: str, context: Path, recipe: ImageRecipe) -> str:
+    """The tag of a user's build: the context's content, the Dockerfile's name and the build
+    arguments, so each commit of their repository gets its own image, built once."""
+    digest = hashlib.sha256(tree_hash(context).encode())
+    digest.update(json.dumps([recipe.dockerfile, sorted(recipe.args.items())]).encode())
+    return f"rig-{service}-own:{digest.hexdigest()[:16]}"
 
 
 def build_lines(chunks: Iterable[Mapping[str, Any]], progress: Progress) -> list[str]:
@@ -120,15 +131,49 @@ def build_image(
     return Image(service, tag, built=True)
 
 
+def build_own_image(client: Any, service: str, context: Path, recipe: ImageRecipe,
+                    progress: Progress = print) -> Image:
+    """The user's build (`build:`): their Dockerfile and arguments on the run's copy of
+    their context, unless an image of the same content exists. No rig base is involved."""
+    from docker.errors import ImageNotFound
+
+    if not (context / recipe.dockerfile).is_file():
+        raise InfraError(f"{service}: no {recipe.dockerfile} in the build context "
+                         f"{context.name or '.'}/")
+    tag = own_image_tag(service, context, recipe)
+    try:
+        client.images.get(tag)
+        return Image(service, tag, built=False)
+    except ImageNotFound:
+        pass
+    progress(f"building {tag} from {recipe.dockerfile} (the user's build)")
+    _build(client, service, context, tag, "", progress, recipe)
+    return Image(service, tag, built=True)
+
+
+def given_image(client: Any, service: str, name: str) -> Image:
+    """`image:`: the user's image, which must exist in the engine (the rig never pulls)."""
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(name)
+    except ImageNotFound:
+        raise InfraError(f"{service}: image {name} not found in the Docker engine "
+                         f"(services.{service}.image is not built by the rig)") from None
+    return Image(service, name, built=False)
+
+
 def _build(client: Any, service: str, context: Path, tag: str, base: str,
-           progress: Progress) -> None:
+           progress: Progress, recipe: ImageRecipe | None = None) -> None:
     from docker.errors import APIError
 
+    own = recipe is not None and recipe.own
     try:
         chunks = client.api.build(
             path=str(context),
+            dockerfile=recipe.dockerfile if own and recipe else None,
             tag=tag,
-            buildargs={"BASE": base},
+            buildargs=dict(recipe.args) if own and recipe else {"BASE": base},
             network_mode="host",  # apt-get inside the build reaches the Debian mirror
             labels={SOURCE_LABEL: tag.rsplit(":", 1)[1]},
             rm=True,
@@ -136,17 +181,31 @@ def _build(client: Any, service: str, context: Path, tag: str, base: str,
             decode=True,
         )
         build_lines(chunks, progress)
+    except InfraError as exc:
+        raise InfraError(f"{service}: {exc}", logs=exc.logs) from None
     except APIError as exc:
         raise InfraError(f"image build of {service} failed: {exc.explanation or exc}") from exc
 
 
 def build_images(
     client: Any, contexts: Mapping[str, Path], base: str = DEFAULT_BASE,
-    progress: Progress = print,
+    progress: Progress = print, recipes: Mapping[str, ImageRecipe] | None = None,
 ) -> dict[str, Image]:
-    """One image per service, in order; the first failure stops the rest."""
-    return {name: build_image(client, name, path, base, progress)
+    """One image per service, in order, as its recipe says (default: the rig's build of its
+    folder); the first failure stops the rest."""
+    recipes = recipes or {}
+    return {name: image_for(client, name, path, recipes.get(name, ImageRecipe()), base,
+                            progress)
             for name, path in contexts.items()}
+
+
+def image_for(client: Any, service: str, context: Path, recipe: ImageRecipe, base: str,
+              progress: Progress) -> Image:
+    if recipe.image is not None:
+        return given_image(client, service, recipe.image)
+    if recipe.own:
+        return build_own_image(client, service, context, recipe, progress)
+    return build_image(client, service, context, base, progress)
 
 
 def build_service_images(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.errors import InfraError
-from rig.topology import Endpoints, ServiceSpec
+from rig.topology import Endpoints, ImageRecipe, ServiceSpec
 from rig.topology.runtime import RunRecord, process_labels
 from rig.topology.wait import ServiceDied, wait_until_ready
 
@@ -55,6 +55,18 @@ class LocalService:
         return self.process.returncode
 
 
+VERSION_TIMEOUT_S = 10.0
+
+
+def run_for_output(argv: Sequence[str], name: str) -> str:
+    try:
+        result = subprocess.run(list(argv), capture_output=True, text=True, check=False,
+                                timeout=VERSION_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InfraError(f"{name}: {' '.join(argv)}: {exc}") from None
+    return result.stdout + result.stderr
+
+
 def log_tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -90,9 +102,15 @@ class LocalBackend:
         self.record = record
         self.sources: dict[str, Path] = {}
 
-    def prepare(self, sources: Mapping[str, Path]) -> dict[str, float]:
+    def prepare(self, sources: Mapping[str, Path],
+                recipes: Mapping[str, ImageRecipe] | None = None) -> dict[str, float]:
         self.sources = dict(sources)
         return {}
+
+    def version(self, spec: ServiceSpec, argv: Sequence[str]) -> str:
+        """What `spec`'s executable prints for `argv[1:]` (both streams: rtpengine writes
+        its version to stderr)."""
+        return run_for_output([spec.argv[0], *argv[1:]], spec.name)
 
     def spec(self, service: Any, settings: Any, site: Any) -> ServiceSpec:
         return service.local_spec(settings, site, self.sources.get(service.name, Path()))  # type: ignore[no-any-return]

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from rig.errors import InfraError, ScenarioError, UsageError, shorten
 
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+# .git too: a user's build context is often their repository's root, and its history is
+# neither built nor part of the content hash.
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".git")
 
 
 def copy_sources(repo_root: Path, folders: Mapping[str, str], dest: Path, *,
@@ -87,7 +89,8 @@ def apply_patches(tree: Path, patches: Sequence[Path]) -> None:
 def tree_hash(folder: Path) -> str:
     """Content hash of a folder (file names and bytes), to tag builds of unchanged sources."""
     digest = hashlib.sha256()
-    files = (p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files = (p for p in folder.rglob("*") if p.is_file()
+             and not {"__pycache__", ".git"} & set(p.relative_to(folder).parts))
     for path in sorted(files):
         digest.update(str(path.relative_to(folder)).encode())
         digest.update(path.read_bytes())
