@@ -29,7 +29,10 @@ def load_bounded(text: str) -> Any:
     size = len(text.encode("utf-8", errors="surrogatepass"))
     if size > MAX_BYTES:
         raise YamlRefused(f"{size} bytes is too large (allowed: at most {MAX_BYTES} bytes)")
-    loader = _DepthBoundLoader(text)
+    try:
+        loader = _DepthBoundLoader(text)  # refuses unprintable characters already
+    except yaml.YAMLError as err:
+        raise YamlRefused(yaml_problem(err)) from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -51,3 +51,8 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
 def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
     """`text`, cut to `limit` characters with "..." when longer."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class WireFormatError(RigError, ValueError):
+    """Bytes from the wire (SIP, SDP, RTP) that are not the format they claim to be. A
+    ValueError too, so code that catches ValueError from the parsers keeps working."""

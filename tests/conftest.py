@@ -4,6 +4,18 @@ import pytest
 
 TIMING_GROUP = "timing"
 
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # a virtualenv made before hypothesis joined the dev extras: `make venv`
+    pass
+else:
+    # Fuzz tests are bounded and deterministic: the same examples on every run and machine,
+    # no example database, no deadline (a loaded machine must not fail a test by being slow).
+    settings.register_profile("rig", derandomize=True, database=None, deadline=None,
+                              max_examples=200, print_blob=False,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("rig")
+
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

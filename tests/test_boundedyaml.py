@@ -90,7 +90,8 @@ def test_text_past_the_size_limit_is_refused_before_parsing():
     [("when: 2026-13-45", "invalid YAML value: month must be in 1..12"),
      ("n: " + "1" * 5000, "invalid YAML value: Exceeds the limit"),
      ("a: [1, 2", "invalid YAML"),
-     ("a: *nowhere", "invalid YAML: found undefined alias")],
+     ("a: *nowhere", "invalid YAML: found undefined alias"),
+     ("\x1f", "invalid YAML: unacceptable character #x001f")],  # found by the fuzz test
 )
 def test_values_pyyaml_cannot_build_are_refused(text, fragment):
     assert fragment in refusal(text)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from rig.wire import wire_errors
+
 RTP_VERSION = 2
 HEADER = struct.Struct("!BBHII")
 HEADER_SIZE = HEADER.size
@@ -58,6 +60,7 @@ def build_rtp(p: RtpPacket) -> bytes:
     return header + p.payload
 
 
+@wire_errors
 def parse_rtp(data: bytes) -> RtpPacket:
     """Decode a packet; CSRCs, the header extension and padding are stripped."""
     if len(data) < HEADER_SIZE:

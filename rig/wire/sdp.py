@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rig.wire import wire_errors
+
 CODECS = {0: "PCMU/8000", 8: "PCMA/8000"}
 
 
@@ -48,10 +50,12 @@ def _lines(sdp: str) -> list[str]:
     return [line.strip() for line in sdp.replace("\r\n", "\n").split("\n") if line.strip()]
 
 
+@wire_errors
 def media_address(sdp: str) -> tuple[str, int]:
     """(connection address, port) of the first audio stream; a media-level c= wins.
 
-    Raises ValueError when there is no audio stream or no connection address for it.
+    Raises WireFormatError (a ValueError) when there is no audio stream, its port is not
+    0..65535, or it has no connection address.
     """
     session_c = ""
     media_c = ""
@@ -65,6 +69,8 @@ def media_address(sdp: str) -> tuple[str, int]:
                 if len(fields) < 3 or not fields[1].split("/")[0].isdigit():
                     raise ValueError(f"bad SDP media line: {line!r}")
                 port = int(fields[1].split("/")[0])
+                if port > 65535:
+                    raise ValueError(f"SDP media port out of range: {line!r}")
         elif line.startswith("c="):
             if port >= 0:
                 media_c = line

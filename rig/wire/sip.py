@@ -10,6 +10,8 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rig.wire import wire_errors
+
 BRANCH_MAGIC = "z9hG4bK"
 RIG_HEADER = "X-Rig-Outcome"
 OUTCOMES = ("answered", "busy", "cancel", "no_answer", "vanish")
@@ -248,8 +250,9 @@ def _start_line(line: str) -> tuple[str, str, int, str]:
     return parts[0].upper(), parts[1], 0, ""
 
 
+@wire_errors
 def parse_message(data: bytes) -> SipMessage:
-    """Parse one datagram. Raises ValueError naming what is wrong."""
+    """Parse one datagram. Raises WireFormatError (a ValueError) naming what is wrong."""
     head, raw_body = _split_head_body(data)
     lines = _header_lines(head)
     method, uri, status, reason = _start_line(lines[0])
