@@ -304,6 +304,37 @@ def relay_alive(
     return Verdict(name, True, 0, 0, f"no crash of {service}")
 
 
+class ProxyAliveParams(Params):
+    service: str = Field(default="proxy", min_length=1,
+                         description="a service name, or the role 'proxy' (whichever proxy)")
+    counter: str = Field(default="kamailio.shm_used", min_length=1,
+                         description="a counter of the proxy's own probe: a reading after "
+                                     "load stop shows it still answers")
+
+
+@register(ProxyAliveParams)
+def proxy_alive(
+    series: Series, events: Sequence[Event], window: RunWindow, *, service: str, counter: str
+) -> Verdict:
+    """The proxy never crashed and still answered its probe after the load."""
+    name = "proxy_alive"
+    crashes = [e for e in events if e.kind == "crash"
+               and service in (e.data.get("service"), e.data.get("role"))]
+    if crashes:
+        first = crashes[0]
+        line = str(first.data.get("line") or "(no line in the log)")
+        return Verdict(name, False, len(crashes), 0,
+                       f"{service} crashed at t={first.t:.2f} s: {line}")
+    if (gone := missing(name, [counter], series)) is not None:
+        return gone
+    after = [t for t, _ in series.column(counter) if t > window.load_stop]
+    if not after:
+        return Verdict(name, False, None, 0, f"no reading of {counter} after load stop "
+                       f"(t={window.load_stop:g} s): the proxy stopped answering")
+    return Verdict(name, True, 0, 0,
+                   f"no crash of {service}; {counter} read at t={after[-1]:.2f} s")
+
+
 class BaselineParams(Params):
     counters: tuple[str, ...] = Field(min_length=1, strict=False)
     within: float = Field(ge=0, description="seconds after load stop to get back")

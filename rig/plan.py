@@ -182,3 +182,35 @@ def burst_plan(scenario: Any) -> Any:
 def before_later_samples(now: float) -> float:
     """A load start strictly before the (rounded) time of any sample taken after `now`."""
     return math.floor(now / SAMPLE_T_STEP) * SAMPLE_T_STEP - SAMPLE_T_STEP
+
+
+def hostile_plan(scenario: Any, endpoints: Endpoints, plan: StackPlan) -> Any:
+    """The run's hostile traffic (rig.load.hostile), or None without a `hostile:` section:
+    at the proxy when there is one and the scenario does not say otherwise, else the UAS."""
+    from rig.load.hostile import HostilePlan, ToolPlan, range_size
+
+    hostile = scenario.hostile
+    if hostile is None:
+        return None
+    name = hostile.target or ("proxy" if plan.sip_port else "uas")
+    port = plan.sip_port if name == "proxy" else endpoints.uas_port
+    if port is None:
+        raise UsageError("hostile.target: proxy needs a proxy (topology: kamailio)")
+    tools = []
+    if hostile.svmap is not None:
+        tools.append(ToolPlan("svmap", hostile.svmap.every, (), 1))
+    if hostile.svwar is not None:
+        war = hostile.svwar
+        tools.append(ToolPlan("svwar", war.every, ("-e", war.extensions, "-m", war.method),
+                              range_size(war.extensions)))
+    if hostile.svcrack is not None:
+        crack = hostile.svcrack
+        tools.append(ToolPlan("svcrack", crack.every, ("-u", crack.username,
+                                                       "-r", crack.passwords),
+                              range_size(crack.passwords)))
+    malformed = hostile.malformed
+    return HostilePlan(
+        target=(endpoints.host, port), target_name=name, start=hostile.start,
+        rate=malformed.rate if malformed is not None else 0.0,
+        kinds=tuple(malformed.kinds) if malformed is not None else (),
+        tools=tuple(tools), run_timeout=hostile.run_timeout)

@@ -40,6 +40,7 @@ from rig.summary import (
     CheckEntry,
     CounterStats,
     Environment,
+    HostileNumbers,
     LoadNumbers,
     Summary,
     Sut,
@@ -277,6 +278,7 @@ def build_summary(
     error: str | None = None,
     window: RunWindow | None = None,
     capture: Mapping[str, Any] | None = None,
+    hostile: Mapping[str, Any] | None = None,
 ) -> Summary:
     """summary.json as data. `scenario` is a Scenario (or its dict); `error` (an
     infrastructure failure) makes the verdict "error" whatever the checks said; with the
@@ -308,6 +310,7 @@ def build_summary(
             dict(environment) if environment is not None else environment_info()),
         diagnosis=diagnosis,
         capture=None if capture is None else Capture.model_validate(dict(capture)),
+        hostile=None if hostile is None else HostileNumbers.model_validate(dict(hostile)),
         error=error,
     )
 

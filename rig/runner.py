@@ -25,12 +25,13 @@ from typing import Any
 from rig.capture import run_filter, start_capture
 from rig.clock import Clock, SystemClock
 from rig.console import Progress
-from rig.errors import UsageError
+from rig.errors import InfraError, UsageError
 from rig.load.numbers import load_numbers
 from rig.plan import (
     before_later_samples,
     burst_plan,
     calls_plan,
+    hostile_plan,
     port_layout,
     stack_plan,
     targets_for,
@@ -161,6 +162,8 @@ class Run:
         for name in self.plan.services:
             self.plan.settings_of(name).check_target(name, self.target)
         check_sources(self.repo, self._sources(), allow_outside=request.allow_outside_sources)
+        check_hostile_tools(self.scenario)
+        self.hostile: Any = None  # rig.load.hostile.HostileTraffic, with a `hostile:` section
         self.stack_timing: dict[str, float] = {}
         self.exited: list[str] = []
         self.crit_lines: dict[str, str] = {}  # service -> its last CRIT line
@@ -175,7 +178,7 @@ class Run:
         out = self.request.out or self.request.results_root / run_id
         folder = RunFolder.create(out.parent, out.name)
         recorder = Recorder(folder)
-        record = RunRecord.for_this_process(run_id)
+        record = self.record = RunRecord.for_this_process(run_id)
         with ExitStack() as stack:
             stack.callback(record.remove)
             endpoints = Endpoints(host=stack.enter_context(reserved_host(run_ports())),
@@ -231,8 +234,26 @@ class Run:
             probes += service(name).probes(self.plan.settings_of(name), self.site,
                                            services.services[name])
         self.sessions_probe = MediaSessionsProbe(endpoints.host, endpoints.ng_port,
-                                                 driver.ended_call_ids)
+                                                 self._ended_call_ids(driver))
         return [*probes, self.sessions_probe, LoadProbe(driver.snapshot)]
+
+    def _ended_call_ids(self, driver: Any) -> Callable[[], set[str]]:
+        """Calls whose media session must be gone: the ones the driver saw end, and every
+        hostile INVITE (none of them is a call)."""
+        hostile = self.hostile
+        if hostile is None:
+            return driver.ended_call_ids  # type: ignore[no-any-return]
+        return lambda: driver.ended_call_ids() | hostile.invite_call_ids()
+
+    def _hostile_traffic(self, endpoints: Endpoints, recorder: Recorder) -> Any:
+        plan = hostile_plan(self.scenario, endpoints, self.plan)
+        if plan is None:
+            return None
+        from rig.load.hostile import HostileTraffic
+
+        return HostileTraffic(
+            plan, on_event=lambda kind, data: recorder.event(Event(self._now(), kind, data)),
+            on_process=self.record.add_process, env=process_labels(self.record.run_id))
 
     def _drive_and_sample(
         self, services: Stack, endpoints: Endpoints, recorder: Recorder, stack: ExitStack
@@ -249,6 +270,7 @@ class Run:
             seed=scenario.seed,
             destinations=Destinations(allowed=parse_networks(scenario.allow_destinations)),
         )
+        self.hostile = self._hostile_traffic(endpoints, recorder)
         followers = self._log_followers(services, recorder)
         sampler = Sampler(
             self._probes(services, endpoints, driver),
@@ -273,7 +295,7 @@ class Run:
         stack.callback(progress.close)
         report, crashed = asyncio.run(
             drive_until_crash(driver, scenario.duration, self._first_exit(services),
-                              progress.update)
+                              progress.update, self.hostile)
         )
         load_stop = self._now()
         self._settle(scenario.settle, progress)
@@ -388,6 +410,7 @@ class Run:
             environment=environment(),
             window=window,
             capture=self.capture.summary(),
+            hostile=self.hostile.summary() if self.hostile is not None else None,
         )
         folder.finish(summary)
         plot_run(folder.path)
@@ -400,22 +423,47 @@ async def drive_until_crash(
     duration: float,
     exit_code: Callable[[], int | None],
     tick: Callable[[str], None],
+    hostile: Any = None,
 ) -> tuple[Any, bool]:
-    """Run the load; stop it early if the relay dies. Returns (report or None, crashed)."""
+    """Run the load (and the hostile traffic beside it); stop both early if a service dies.
+    Returns (report or None, crashed)."""
     task = asyncio.create_task(driver.run(duration))
-    while not task.done():
-        await asyncio.wait({task}, timeout=CRASH_POLL_S)
-        snap = driver.snapshot()
-        tick(f"calls {snap.get('load.calls_completed', 0):.0f} "
-             f"active {snap.get('load.calls_active', 0):.0f}")
-        if exit_code() is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            return None, True
-    return task.result(), exit_code() is not None
+    side = asyncio.create_task(hostile.run(duration)) if hostile is not None else None
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=CRASH_POLL_S)
+            snap = driver.snapshot()
+            tick(f"calls {snap.get('load.calls_completed', 0):.0f} "
+                 f"active {snap.get('load.calls_active', 0):.0f}")
+            if exit_code() is not None and not task.done():
+                await _cancel(task)
+                return None, True
+        if side is not None:
+            await side  # it ends by itself, ANSWER_GRACE after `duration`
+        return task.result(), exit_code() is not None
+    finally:
+        if side is not None and not side.done():
+            await _cancel(side)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def check_hostile_tools(scenario: Any) -> None:
+    """sipvicious's commands must be there before anything starts."""
+    hostile = scenario.hostile
+    if hostile is None:
+        return
+    missing = [tool for tool in ("svmap", "svwar", "svcrack")
+               if getattr(hostile, tool) is not None and shutil.which(tool) is None]
+    if missing:
+        raise InfraError(f"hostile.{missing[0]} needs the {missing[0]} command "
+                         "(Debian package sipvicious)")
 
 
 def service_versions(backend: Any, specs: list[Any]) -> dict[str, str]:

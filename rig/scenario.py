@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen, MultipleOf
 from pydantic import (
@@ -151,6 +151,65 @@ class Capture(Frozen):
         return data
 
 
+HostileKind = Literal[
+    "truncated", "bad_content_length", "huge_header", "unknown_method", "sdp_no_connection",
+    "sdp_hostname", "sdp_port_zero", "sdp_many_media", "invalid_utf8", "scanner_invite"]
+RANGE = r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$"
+
+
+class Malformed(Frozen):
+    """The rig's own malformed SIP (rig/wire/malformed.py), the kinds in turn."""
+
+    rate: float = Field(default=10, gt=0, le=1000, description="messages per second")
+    kinds: tuple[HostileKind, ...] = Field(
+        default=get_args(HostileKind), min_length=1, strict=False,
+        description="which kinds; all by default")
+
+
+class Svmap(Frozen):
+    every: float = Field(default=1.0, ge=0.1, le=3600, description="seconds between scans")
+
+
+class Svwar(Frozen):
+    every: float = Field(default=2.0, ge=0.1, le=3600, description="seconds between runs")
+    extensions: str = Field(default="100-109", pattern=RANGE, max_length=64,
+                            description="extensions one run tries, e.g. 100-199,300")
+    method: Literal["REGISTER", "OPTIONS", "INVITE"] = "INVITE"
+
+
+class Svcrack(Frozen):
+    every: float = Field(default=3.0, ge=0.1, le=3600, description="seconds between runs")
+    username: str = Field(default="100", pattern=r"^[A-Za-z0-9._-]+$", max_length=32)
+    passwords: str = Field(default="1000-1009", pattern=RANGE, max_length=64,
+                           description="numeric passwords one run guesses")
+
+
+class Hostile(Frozen):
+    """`hostile:`: traffic mixed into the load that must change nothing it should not."""
+
+    target: Literal["proxy", "uas"] | None = Field(
+        default=None, description="proxy (Kamailio) or the rig's UAS; null: the proxy with "
+                                  "the kamailio topology, else the UAS")
+    start: float = Field(default=0.5, ge=0, le=3600, description="seconds after load start")
+    run_timeout: float = Field(default=5.0, gt=0, le=60,
+                               description="seconds one sipvicious run may take")
+    malformed: Malformed | None = Malformed()
+    svmap: Svmap | None = None
+    svwar: Svwar | None = None
+    svcrack: Svcrack | None = None
+
+    @model_validator(mode="after")
+    def bounded_ranges(self) -> Hostile:
+        from rig.load.hostile import range_size
+
+        for name, spec in (("svwar.extensions", self.svwar and self.svwar.extensions),
+                           ("svcrack.passwords", self.svcrack and self.svcrack.passwords)):
+            if spec and range_size(spec) > 1000:
+                raise ValueError(f"{name} names {range_size(spec)} values (allowed: at most "
+                                 "1000 per run)")
+        return self
+
+
 class CheckSetBase(Frozen):
     """The checks of a scenario: one optional field per registered check (null = off)."""
 
@@ -212,6 +271,7 @@ class Scenario(Frozen):
         description="addresses or networks (CIDR) outside loopback the rig may send to, "
                     "e.g. a SUT on another host; host names are never allowed (no DNS)",
     )
+    hostile: Hostile | None = Field(default=None, description="hostile traffic during the load")
     checks: Checks = Field(description=(
         "calls_completed (min_ratio 0.95) is on unless set here or `calls_completed: off`"))
 
@@ -237,6 +297,14 @@ class Scenario(Frozen):
                              f"{MAX_ALLOWED_DESTINATIONS})")
         parse_networks(values)
         return values
+
+    @model_validator(mode="after")
+    def proxy_needs_kamailio(self) -> Scenario:
+        if self.hostile is not None and self.hostile.target == "proxy" \
+                and self.topology != "kamailio":
+            raise ValueError("hostile.target: proxy needs topology: kamailio "
+                             "(allowed: uas, or null)")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (for summary.json); checks that are off are left out."""

@@ -184,6 +184,27 @@ class Diagnosis(_Closed):
     allocation_sites: AllocationSites | None
 
 
+class ToolNumbers(_Closed):
+    """One sipvicious command's runs: requests sent, runs killed at their time, exit codes,
+    and the statuses of the answers it printed."""
+
+    runs: int
+    requests: int
+    killed: int
+    exit_codes: dict[str, int]
+    answers: dict[str, int]
+
+
+class HostileNumbers(_Closed):
+    """What the hostile traffic sent, by kind, and how the SUT answered each message."""
+
+    target: Literal["proxy", "uas"]
+    sent: dict[str, int]
+    messages: int
+    answers: dict[str, dict[str, int]]  # kind -> first final status (or "none") -> messages
+    tools: dict[str, ToolNumbers]
+
+
 class Summary(_Closed):
     """summary.json of a run; an unfinished one has verdict `incomplete` and empty blocks."""
 
@@ -203,6 +224,8 @@ class Summary(_Closed):
     environment: Environment = Field(default_factory=Environment)
     diagnosis: Diagnosis | None = None
     capture: Capture | None = None
+    hostile: HostileNumbers | None = Field(
+        default=None, description="the `hostile:` section's traffic; null without one")
     error: str | None = None
 
     @property

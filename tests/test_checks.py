@@ -247,6 +247,31 @@ def test_no_call_attempted_fails():
     assert not verdict.passed and "no call was attempted" in verdict.detail
 
 
+# -- proxy_alive -------------------------------------------------------------------------
+
+SHM = "kamailio.shm_used"
+
+
+def test_proxy_alive_passes_when_the_proxy_answered_after_the_load():
+    verdict = one("proxy_alive", series_of([{SHM: 100.0}] * 11))  # t = 0..10, stop at 9
+    assert verdict.passed and "read at t=10.00 s" in verdict.detail
+
+
+def test_a_proxy_that_stopped_answering_fails_proxy_alive():
+    verdict = one("proxy_alive", series_of([{SHM: 100.0}] * 9 + [{"load.calls_active": 0}] * 3))
+    assert not verdict.passed and "stopped answering" in verdict.detail
+
+
+def test_a_crash_of_the_proxy_fails_proxy_alive_and_not_relay_alive():
+    events = [Event(4.0, "crash", {"service": "kamailio", "role": "proxy",
+                                   "line": "segfault"})]
+    series = series_of([{SHM: 100.0, "kmod.pins": 1.0}] * 11)
+    verdict = one("proxy_alive", series, events)
+    assert not verdict.passed and verdict.detail == "proxy crashed at t=4.00 s: segfault"
+    assert not one("proxy_alive", series, events, service="kamailio").passed
+    assert one("relay_alive", series, events).passed
+
+
 # -- what measured nothing cannot pass ---------------------------------------------------
 
 DEFAULT_PARAMS = {
@@ -260,6 +285,7 @@ DEFAULT_PARAMS = {
     "tracks": {"physical": "kmod.targets", "logical": "relay.streams"},
     "make_shard_race": {},
     "pins_below_alert": {},
+    "proxy_alive": {},
 }
 
 
@@ -281,7 +307,8 @@ def test_a_missing_counter_fails_and_names_it(name):
     assert not verdict.passed
     assert "missing (no sample has it)" in verdict.detail
     assert verdict.detail.split()[1] in {"kmod.pins", SESSIONS, "load.calls_completed",
-                                         "media.orphan_sessions", "kmod.targets"}
+                                         "media.orphan_sessions", "kmod.targets",
+                                         "kamailio.shm_used"}
 
 
 # -- registry and running ----------------------------------------------------------------

@@ -247,6 +247,35 @@ def test_allow_destinations_takes_addresses_and_networks_only(tmp_path):
         "allow_destinations: 'sut.example.com' is not an IP address or network")
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("hostile={target: proxy}", "(top level): hostile.target: proxy needs topology: "
+                                    "kamailio (allowed: uas, or null)"),
+        ("hostile.malformed.kinds=[truncated, poison]",
+         "hostile.malformed.kinds.1: 'poison' is not allowed (allowed: 'truncated', "),
+        ("hostile.svwar={extensions: 1-5000}", "hostile: svwar.extensions names 5000 values "
+                                               "(allowed: at most 1000 per run)"),
+        ("hostile.svcrack={passwords: abc}", "hostile.svcrack.passwords: 'abc' is not allowed "
+                                             "(allowed: text matching "),
+        ("hostile.malformed.rate=0", "hostile.malformed.rate: 0 is out of range "
+                                     "(allowed: 0 < value <= 1000)"),
+    ],
+)
+def test_bad_hostile_sections_give_one_line(tmp_path, override, expected):
+    assert error_of(write(tmp_path, MINIMAL), (override,)).startswith(expected)
+
+
+def test_a_hostile_section_gets_every_malformed_kind_and_no_tool_by_default(tmp_path):
+    from rig.wire.malformed import KINDS
+
+    hostile = load_scenario(write(tmp_path, MINIMAL), ("hostile={}",)).hostile
+    assert hostile is not None and hostile.malformed is not None
+    assert hostile.malformed.kinds == KINDS
+    assert (hostile.target, hostile.svmap, hostile.svwar, hostile.svcrack) == (
+        None, None, None, None)
+
+
 def test_missing_check_parameter(tmp_path):
     message = error_of(write(tmp_path, MINIMAL), ("checks.pins_below_ceiling={}",))
     assert message == "checks.pins_below_ceiling.ceiling: required key is missing " \

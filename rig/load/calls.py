@@ -43,12 +43,19 @@ from rig.wire.transaction import (
 
 Address = tuple[str, int]
 REPLY_ORIGIN = "the source of a SIP message"  # responses go back where the request came from
+
+
+class OfferRefused(ValueError):
+    """Raised by an offer hook: the callee cannot use this offer (the UAS answers 488)."""
+
+
 EXPECTED_FINAL = {"answered": 200, "busy": 486, "cancel": 487, "no_answer": 487, "vanish": 200}
 # vanish: the callee notices the silent caller this long after the caller went (RTP timeout)
 VANISH_NOTICE_S = 1.0
 VANISHED_REMEMBERED = 100_000  # call-ids whose requests are dropped unanswered
 SOCKET_BUFFER = 4 * 1024 * 1024
 READ_BATCH = 64
+REFUSED = "refused"  # the outcome of an INVITE answered 488 for its offer
 MAX_DATAGRAM = 65535
 AnsweredHook = Callable[[str, str], Awaitable[None]]  # (to_tag, answer sdp)
 
@@ -78,6 +85,7 @@ class UasCounts:
     invites: int = 0
     completed: int = 0
     failed: int = 0
+    refused: int = 0  # INVITEs whose offer the callee cannot use (488), e.g. hostile ones
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
@@ -640,20 +648,32 @@ class Uas:
             self._final(call, 486)
         elif outcome in ("answered", "vanish"):
             self._respond(call, 180)
-            answer = self.on_offer(invite.call_id, invite.body) if self.on_offer else ""
+            try:
+                answer = self.on_offer(invite.call_id, invite.body) if self.on_offer else ""
+            except OfferRefused as exc:
+                self._refuse(call, str(exc))
+                return
             self._final(call, 200, answer)
         else:
             self._respond(call, 100)
             self._respond(call, 180)
             call.timer = self._later(self.ring_limit, self._ring_limit_reached, call)
 
-    def _respond(self, call: _UasCall, status: int, body: str = "") -> None:
-        response = build_response(call.invite, status, call.to_tag, self.contact, body)
+    def _refuse(self, call: _UasCall, problem: str) -> None:
+        """488 to an offer the hook cannot use, retransmitted until the ACK like any final;
+        the call counts as neither completed nor failed."""
+        self.counts.refused += 1
+        call.directive = replace(call.directive, outcome=REFUSED)
+        self._final(call, 488, reason=f"Not Acceptable Here: {problem}"[:100])
+
+    def _respond(self, call: _UasCall, status: int, body: str = "", reason: str = "") -> None:
+        response = build_response(call.invite, status, call.to_tag, self.contact, body,
+                                  reason)
         self._send(call.tx.respond(response, status, self._now()), call.addr)
 
-    def _final(self, call: _UasCall, status: int, body: str = "") -> None:
+    def _final(self, call: _UasCall, status: int, body: str = "", reason: str = "") -> None:
         """A final response, retransmitted by its transaction (Timer G) until the ACK."""
-        self._respond(call, status, body)
+        self._respond(call, status, body, reason)
         call.state = "answered" if status < 300 else "rejected"
         if call.timer is not None:
             call.timer.cancel()
@@ -723,7 +743,7 @@ class Uas:
             return
         if call.timer is not None:
             call.timer.cancel()
-        if call.directive.outcome != "expired":
+        if call.directive.outcome not in ("expired", REFUSED):
             if completed:
                 self.counts.completed += 1
             else:

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rig.errors import UnsafeTargetError
-from rig.load.calls import CallResult, CallSpec, Uac, Uas
+from rig.load.calls import CallResult, CallSpec, OfferRefused, Uac, Uas
 from rig.topology.destinations import LOOPBACK_ONLY, Destinations
+from rig.wire.offers import offer_problem
 from rig.wire.sdp import build_sdp, media_address
 from rig.wire.sip import OUTCOMES
 from rig.wire.transaction import SipTimers
@@ -517,7 +518,10 @@ class LoadDriver:
         self._uas_end(call_id)
 
     def _uas_offer(self, call_id: str, offer: str) -> str:
-        """The UAS's answer SDP: a fresh RTP endpoint aimed at whatever the offer names."""
+        """The UAS's answer SDP: a fresh RTP endpoint aimed at whatever the offer names.
+        An offer no phone could use (hostile traffic's) is refused: the UAS answers 488."""
+        if (problem := offer_problem(offer)) is not None:
+            raise OfferRefused(problem)
         plan = self._rtp_plan()
         if self._engine is None or plan is None:
             return build_sdp(self.targets.host, PLACEHOLDER_RTP_PORT, 1)

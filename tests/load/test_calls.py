@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from rig.load.calls import VANISH_NOTICE_S, CallResult, CallSpec, Uac, Uas, UasCounts
+from rig.load.calls import (
+    VANISH_NOTICE_S,
+    CallResult,
+    CallSpec,
+    OfferRefused,
+    Uac,
+    Uas,
+    UasCounts,
+)
 from rig.topology.destinations import UnsafeDestination
 from rig.topology.loopback import block_host
 from rig.wire.sip import (
@@ -193,6 +201,20 @@ def test_answer_hook_gets_the_answer_and_offer_hook_the_offer() -> None:
     assert offers == [("cid-1", "v=0\r\ns=offer\r\n")]
     assert [sdp for _, sdp in answers] == ["v=0\r\ns=answer\r\n"] and answers[0][0]
     assert ended == ["cid-1"]
+
+
+def test_an_offer_the_hook_refuses_gets_488_and_counts_as_neither_completed_nor_failed() -> None:
+    def on_offer(call_id: str, sdp: str) -> str:
+        raise OfferRefused("every media section is rejected (port 0)")
+
+    async def job(uac: Uac, uas: Uas) -> tuple[CallResult, UasCounts]:
+        result = await uac.call(SPECS["answered"], "v=0\r\nm=audio 0 RTP/AVP 0\r\n")
+        await until_idle(uas)
+        return result, uas.counts
+
+    result, counts = run(with_pair(job, on_offer=on_offer))
+    assert not result.completed and result.status == 488
+    assert (counts.refused, counts.completed, counts.failed) == (1, 0, 0)
 
 
 def test_unanswered_invite_is_retransmitted_with_doubling_intervals_then_fails() -> None:
