@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rig.errors import UsageError
+from rig.probes.rtpengine import not_reported
 from rig.series import Event, Series
 from rig.tracking import (
     growth_while_flat,
@@ -93,14 +94,25 @@ def get_check(name: str) -> CheckSpec:
 # -- helpers on series -------------------------------------------------------------------
 
 
-def missing(name: str, counters: Sequence[str], series: Series) -> Verdict | None:
-    """A failing verdict naming the first counter no sample has, else None."""
+def missing(name: str, counters: Sequence[str], series: Series,
+            events: Sequence[Event] = ()) -> Verdict | None:
+    """A failing verdict naming the first counter no sample has, else None. A counter the
+    service's version does not report (rtpengine's bufferpools before mr26.1) is unusable
+    input, and the verdict says so with the version the service reported."""
     names = set(series.names())
     absent = [c for c in counters if c not in names]
     if not absent:
         return None
+    if (reason := not_reported(absent[0], reported_version("rtpengine", events))) is not None:
+        return Verdict(name, False, None, None, reason, diagnosis="unusable")
     what = "no samples at all" if not series.samples else "no sample has it"
     return Verdict(name, False, None, None, f"counter {absent[0]} missing ({what})")
+
+
+def reported_version(service: str, events: Sequence[Event]) -> str | None:
+    """The version `service` reported at the start of the run (a `service_version` event)."""
+    return next((str(e.data["version"]) for e in events if e.kind == "service_version"
+                 and e.data.get("service") == service), None)
 
 
 def value_at(column: Sequence[tuple[float, float]], t: float) -> tuple[float, float] | None:
@@ -127,7 +139,7 @@ def pins_below_ceiling(
 ) -> Verdict:
     """The counter's peak stays below the ceiling (kmod.pins below MAX_SHM_AREAS)."""
     name = "pins_below_ceiling"
-    if (gone := missing(name, [counter], series)) is not None:
+    if (gone := missing(name, [counter], series, events)) is not None:
         return gone
     t, peak = max(series.column(counter), key=lambda tv: tv[1])
     passed = peak < ceiling
@@ -167,13 +179,15 @@ def tracks(
     """A physical counter tracks a logical one: no lasting excess, no growth while the
     logical side is flat; reports the drift, its rate and the time to a ceiling."""
     # positional-only above: the parameter `window` must not collide with the run's window
-    return track("tracks", series, run, TracksParams(**params))
+    return track("tracks", series, run, TracksParams(**params), events)
 
 
-def track(name: str, series: Series, run: RunWindow, p: TracksParams) -> Verdict:
+def track(name: str, series: Series, run: RunWindow, p: TracksParams,
+          events: Sequence[Event] = ()) -> Verdict:
     logical = p.logical
     ceiling_counter = [p.ceiling] if isinstance(p.ceiling, str) else []
-    if (gone := missing(name, [p.physical, *logical, *ceiling_counter], series)) is not None:
+    needed = [p.physical, *logical, *ceiling_counter]
+    if (gone := missing(name, needed, series, events)) is not None:
         return gone
     what = f"{p.physical} - {_ratio(p.ratio)}{' + '.join(logical)}"
     points = pair_points(series, p.physical, logical, p.ratio,
@@ -239,7 +253,8 @@ def no_phantom_shards(
     """Pins never exceed the shards the relay needs (active + full + free) for long."""
     # `tracks` with the pool's pair: kmod's pins against the shards the allocator can reach
     return track("no_phantom_shards", series, window, TracksParams(
-        physical="kmod.pins", logical=NEEDED_SHARDS, tolerance=tolerance, persist=persist))
+        physical="kmod.pins", logical=NEEDED_SHARDS, tolerance=tolerance, persist=persist),
+        events)
 
 
 class FlatParams(Params):
@@ -260,7 +275,7 @@ def pins_flat_after_warmup(
 ) -> Verdict:
     """The counter does not grow between load_start + warmup and load_stop."""
     name = "pins_flat_after_warmup"
-    if (gone := missing(name, [counter], series)) is not None:
+    if (gone := missing(name, [counter], series, events)) is not None:
         return gone
     start = window.load_start + warmup
     if start >= window.load_stop:
@@ -357,7 +372,7 @@ def back_to_baseline(
     """Each counter's last value after load_stop + within is back to its value at load start
     (within tolerance + relative x baseline)."""
     name = "back_to_baseline"
-    if (gone := missing(name, counters, series)) is not None:
+    if (gone := missing(name, counters, series, events)) is not None:
         return gone
     worst: tuple[float, str, str] = (-math.inf, "", "")
     worst_allowed = 0.0
@@ -404,7 +419,7 @@ def calls_completed(
     """At least min_ratio of the attempted calls completed (attempted = completed + failed +
     still active at the last sample)."""
     name = "calls_completed"
-    if (gone := missing(name, CALL_COUNTERS, series)) is not None:
+    if (gone := missing(name, CALL_COUNTERS, series, events)) is not None:
         return gone
     done, failed, active = (series.values(c)[-1] for c in CALL_COUNTERS)
     attempted = done + failed + active
@@ -428,7 +443,7 @@ def no_orphan_sessions(
     """No call the rig saw end still has a session in the media relay (last reading after
     load stop); the detail names some of the leaked call-ids."""
     name = "no_orphan_sessions"
-    if (gone := missing(name, [counter], series)) is not None:
+    if (gone := missing(name, [counter], series, events)) is not None:
         return gone
     after = [(t, v) for t, v in series.column(counter) if t > window.load_stop]
     if not after:

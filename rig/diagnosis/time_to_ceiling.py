@@ -198,7 +198,7 @@ def pins_below_alert(
 ) -> Verdict:
     """The counter stays below the alert level (12 of 16), as an operator's monitor."""
     name = "pins_below_alert"
-    if (gone := missing(name, [counter], series)) is not None:
+    if (gone := missing(name, [counter], series, events)) is not None:
         return gone
     column = series.column(counter)
     t_peak, peak = max(column, key=lambda tv: tv[1])

@@ -2,6 +2,12 @@
 
 Both sources give the same `rtpengine.*` names, so a check does not care which one a
 run used. The NG reply is the richer one; the CLI needs `rtpengine-ctl` (rtpengine-utils).
+
+From mr26.1 (sipwise/rtpengine 0faa777e1, daemon/statistics.c bpool_stats) the NG reply
+also carries the bufferpools: `bufferpools: {main|shared|static: {num_shards, shards:
+[{references, size, used}, ...]}}`, read into `rtpengine.bufferpool.<pool>.shards`,
+`.empty_shards` (used == 0 and references == 0) and `.bytes_used`. Older daemons
+(Debian's 10.5, 12.5, 26.0.1) have none, and then these counters are absent.
 """
 
 from __future__ import annotations
@@ -78,13 +84,71 @@ def _text_keys(block: Any) -> Mapping[str, Any]:
     return {k.decode() if isinstance(k, bytes) else str(k): v for k, v in block.items()}
 
 
+BUFFERPOOL_PREFIX = "rtpengine.bufferpool."
+BUFFERPOOLS_SINCE = "mr26.1"
+
+
+@dataclass(frozen=True)
+class PoolShards:
+    """One bufferpool as the daemon reports it."""
+
+    pool: str
+    shards: int
+    empty_shards: int  # neither used nor referenced: a shard nothing is in
+    bytes_used: int
+
+    def counters(self) -> dict[str, float]:
+        base = f"{BUFFERPOOL_PREFIX}{self.pool}"
+        return {f"{base}.shards": float(self.shards),
+                f"{base}.empty_shards": float(self.empty_shards),
+                f"{base}.bytes_used": float(self.bytes_used)}
+
+
+def parse_bufferpools(block: Any) -> list[PoolShards]:
+    """The pools of a `bufferpools` block; [] when there is none (rtpengine before mr26.1).
+
+    `num_shards` is the daemon's count; a reply without it counts the listed shards."""
+    pools = []
+    for name, pool in _text_keys(block).items():
+        fields = _text_keys(pool)
+        shards = [_text_keys(shard) for shard in fields.get("shards") or ()
+                  if isinstance(shard, Mapping)]
+        used = [_number(shard.get("used")) or 0.0 for shard in shards]
+        refs = [_number(shard.get("references")) or 0.0 for shard in shards]
+        count = _number(fields.get("num_shards"))
+        pools.append(PoolShards(
+            pool=name,
+            shards=int(count if count is not None else len(shards)),
+            empty_shards=sum(1 for u, r in zip(used, refs, strict=True) if u == 0 and r == 0),
+            bytes_used=int(sum(used)),
+        ))
+    return pools
+
+
+def short_version(version: str) -> str:
+    """`10.5` of `10.5.3.5-1+deb12u1`: the release line a reader knows."""
+    return ".".join(version.split("-")[0].split(".")[:2]) or version
+
+
+def not_reported(counter: str, version: str | None) -> str | None:
+    """Why rtpengine has no `counter` (a bufferpool counter before mr26.1), else None."""
+    if not counter.startswith(BUFFERPOOL_PREFIX):
+        return None
+    which = f"rtpengine {short_version(version)}" if version else "this rtpengine"
+    return (f"{counter} not reported by {which} (NG statistics carry bufferpools "
+            f"from {BUFFERPOOLS_SINCE} on)")
+
+
 def ng_statistics_counters(reply: Mapping[Any, Any]) -> dict[str, float]:
-    """`rtpengine.*` counters from a decoded NG `statistics` reply."""
+    """`rtpengine.*` counters from a decoded NG `statistics` reply, bufferpools included
+    where the daemon reports them (inside `statistics`, or beside it)."""
     top = _text_keys(reply)
     stats = _text_keys(top.get("statistics"))
     if not stats:
         raise ValueError("NG reply has no 'statistics' block")
     counters: dict[str, float] = {}
+    for pool in parse_bufferpools(stats.get("bufferpools", top.get("bufferpools"))):
+        counters.update(pool.counters())
     for block_name, names in (("currentstatistics", NG_CURRENT), ("totalstatistics", NG_TOTAL)):
         block = _text_keys(stats.get(block_name))
         for key, name in names.items():
