@@ -113,9 +113,14 @@ def parse_endpoint(text: str) -> str:
     """HOST:PORT with a non-empty host and a port 1..65535 (the real module's
     is_valid_address), kept as text: the model forwards nothing."""
     host, colon, port = text.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not colon or not host or not is_decimal(port) or not 0 < int(port) < 65536:
         raise CommandError("EINVAL", f"bad address {text[:60]!r} (expected HOST:PORT)")
     return f"{host}:{int(port)}"
+
+
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def parse_addr(text: str) -> int:
@@ -129,7 +134,7 @@ def parse_addr(text: str) -> int:
 
 
 def parse_size(text: str) -> int:
-    if not text.isdigit():
+    if not is_decimal(text):
         raise CommandError("EINVAL", f"bad size {text[:40]!r} (expected decimal bytes)")
     size = int(text)
     if size == 0 or size % PAGE_SIZE:

@@ -88,7 +88,7 @@ def optional_int(request: dict[str, Any], key: str) -> int | None:
     value = request[key]
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     raise NgError(f'Wrong type for key "{key}": expected an integer')
 

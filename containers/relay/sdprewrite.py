@@ -88,7 +88,7 @@ def _media_line(line: str) -> tuple[str, int, str, tuple[str, ...]]:
     if len(parts) < 3:
         raise SdpError(f"Failed to parse SDP: bad media line {line!r}")
     port_text = parts[1].split("/")[0]
-    if not port_text.isdigit() or int(port_text) > 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise SdpError(f"Failed to parse SDP: bad port in {line!r}")
     return parts[0], int(port_text), parts[2], tuple(parts[3:])
 
