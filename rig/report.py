@@ -24,7 +24,7 @@ from rig.results import checks_side_by_side, read_events, read_series, read_summ
 from rig.series import Event, Series
 from rig.services import ceiling_check, compared_peaks
 from rig.services.relay import SHARD_LINES, phantoms
-from rig.summary import CheckEntry, Summary, Sut
+from rig.summary import CheckEntry, HostileNumbers, Summary, Sut
 
 PLOTS = ("pins.png", "make_shard.png", "sites.png", "load.png")
 
@@ -243,6 +243,20 @@ def numbers_table(block: BaseModel) -> str:
     return table(["", "value"], rows)
 
 
+def hostile_html(hostile: HostileNumbers) -> str:
+    """What the hostile traffic sent, one row per kind (and per sipvicious tool), and how
+    the SUT answered: each status (or none) with its count."""
+    def answers(counts: dict[str, int]) -> str:
+        return esc(", ".join(f"{status}: {n}" for status, n in counts.items()) or "-")
+
+    rows = [[esc(kind), esc(n), answers(hostile.answers.get(kind, {}))]
+            for kind, n in hostile.sent.items()]
+    rows += [[esc(f"{name} ({t.runs} runs, {t.killed} killed)"), esc(t.requests),
+              answers(t.answers)] for name, t in hostile.tools.items()]
+    return (f"<p>against the {esc(hostile.target)}: {esc(hostile.messages)} malformed "
+            "messages</p>" + table(["kind", "sent", "answers"], rows))
+
+
 def embedded_plots(folder: Path) -> str:
     images = []
     pngs = sorted((folder / "plots").glob("*.png"),
@@ -278,6 +292,8 @@ def run_section(folder: Path, summary: Summary, report_dir: Path | None = None) 
             ("Load", summary.load), ("Bursts", summary.bursts), ("Timing", summary.timing))
         for title, block in blocks:
             parts += [f"<h3>{title}</h3>", numbers_table(block)]
+    if summary.hostile is not None:
+        parts += ["<h3>Hostile traffic</h3>", hostile_html(summary.hostile)]
     from rig.pcapcalls import capture_html
 
     parts += ["<h3>Counters</h3>", counters_table(summary), "<h3>Plots</h3>",

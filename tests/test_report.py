@@ -156,3 +156,29 @@ def test_comparison_shows_the_kamailio_shm_peak_of_the_runs_that_have_it():
     row = re.search(r"<tr><td>peak Kamailio shm used \(KiB\)</td>(.*?)</tr>", page)
     assert row is not None and row.group(1) == "<td>5283</td><td>-</td>"
     assert "<tr><td>calls/s</td><td>20</td><td>19.5</td></tr>" in page
+
+
+def test_the_report_counts_what_hostile_traffic_sent_and_how_the_sut_answered():
+    from rig.report import hostile_html
+    from rig.summary import HostileNumbers
+
+    hostile = HostileNumbers.model_validate({
+        "target": "proxy", "messages": 7,
+        "sent": {"scanner_invite": 4, "truncated": 3},
+        "answers": {"scanner_invite": {"403": 4}, "truncated": {"none": 3}},
+        "tools": {"svwar": {"runs": 2, "requests": 40, "killed": 1, "exit_codes": {"0": 1},
+                            "answers": {"403": 3}}},
+    })
+    page = hostile_html(hostile)
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", page)
+    assert rows == [("scanner_invite", "4", "403: 4"), ("truncated", "3", "none: 3"),
+                    ("svwar (2 runs, 1 killed)", "40", "403: 3")]
+    assert "against the proxy: 7 malformed messages" in page
+    assert "Hostile traffic" not in html_report_text_without_hostile()
+
+
+def html_report_text_without_hostile() -> str:
+    from rig.report import run_section
+
+    summary = Summary(run_id="r", verdict="pass")
+    return run_section(Path("/nonexistent"), summary)

@@ -65,6 +65,8 @@ def test_the_shipped_config_turns_hostile_traffic_away_and_nothing_leaks(tmp_pat
     war, scan = hostile.tools["svwar"].answers, hostile.tools["svmap"].answers
     assert set(war) <= {"403"} and set(scan) <= {"403"}
     assert sum(war.values()) + sum(scan.values()) > 0
+    report = (outcome.folder / "report.html").read_text()
+    assert "<h3>Hostile traffic</h3>" in report and "<td>scanner_invite</td>" in report
     events = (outcome.folder / "events.jsonl").read_text()
     assert '"hostile_start"' in events and '"hostile_stop"' in events
 
