@@ -88,11 +88,14 @@ class Rtpengine:
                        argv=rtpengine_options(settings, site), image=image)
 
     def probes(self, settings: Any, site: Site, running: RunningService) -> list[Probe]:
+        from rig.probes.maps import MapsShardProbe
         from rig.probes.proc import ProcessProbe
         from rig.probes.rtpengine import RtpengineNgProbe
 
+        # NG statistics (bufferpools from mr26.1 on), and the shard estimate from the
+        # daemon's memory map for the versions that do not report them
         return [RtpengineNgProbe(site.endpoints.host, site.endpoints.ng_port),
-                ProcessProbe(running.pid, "rtpengine")]
+                ProcessProbe(running.pid, "rtpengine"), MapsShardProbe(running.pid)]
 
 
 SERVICE = Rtpengine()
