@@ -142,13 +142,15 @@ def targets_for(endpoints: Endpoints, plan: StackPlan | None = None) -> Any:
     )
 
 
-def calls_plan(scenario: Any) -> Any:
+def calls_plan(scenario: Any, recording: Any = None) -> Any:
+    """The driver's CallPlan; `recording` (rig.wire.rtpplay) is what load.rtp.pcap read."""
     from rig.load.driver import CallPlan, RtpPlan
 
     load = scenario.load
     rtp = None
     if load.rtp is not None:
-        rtp = RtpPlan(payload_type=PAYLOAD_TYPES[load.rtp.codec], ptime_ms=load.rtp.ptime)
+        rtp = RtpPlan(payload_type=PAYLOAD_TYPES[load.rtp.codec], ptime_ms=load.rtp.ptime,
+                      recording=recording)
     return CallPlan(
         cps=load.cps,
         max_concurrent=load.max_concurrent,
@@ -214,3 +216,12 @@ def hostile_plan(scenario: Any, endpoints: Endpoints, plan: StackPlan) -> Any:
         rate=malformed.rate if malformed is not None else 0.0,
         kinds=tuple(malformed.kinds) if malformed is not None else (),
         tools=tuple(tools), run_timeout=hostile.run_timeout)
+
+
+def check_recording(recording: Any, codec: str, path: str) -> None:
+    """The capture's RTP must be the codec the calls offer, or the SDP would lie."""
+    if recording.payload_type != PAYLOAD_TYPES[codec]:
+        names = {pt: name for name, pt in PAYLOAD_TYPES.items()}
+        found = names.get(recording.payload_type, f"payload type {recording.payload_type}")
+        raise UsageError(f"load.rtp.pcap: {path}: its RTP is {found}, load.rtp.codec is "
+                         f"{codec} (allowed: a capture of the scenario's codec)")

@@ -31,6 +31,7 @@ from rig.plan import (
     before_later_samples,
     burst_plan,
     calls_plan,
+    check_recording,
     hostile_plan,
     port_layout,
     stack_plan,
@@ -163,11 +164,26 @@ class Run:
             self.plan.settings_of(name).check_target(name, self.target)
         check_sources(self.repo, self._sources(), allow_outside=request.allow_outside_sources)
         check_hostile_tools(self.scenario)
+        self.recording = self._recording(request.scenario_path)
         self.hostile: Any = None  # rig.load.hostile.HostileTraffic, with a `hostile:` section
         self.stack_timing: dict[str, float] = {}
         self.exited: list[str] = []
         self.crit_lines: dict[str, str] = {}  # service -> its last CRIT line
         self.versions: dict[str, str] = {}  # service -> the version it reports
+
+    def _recording(self, scenario_path: Path) -> Any:
+        """load.rtp.pcap read before anything starts (rig.wire.rtpplay.Recording), or None."""
+        rtp = self.scenario.load.rtp
+        if rtp is None or rtp.pcap is None:
+            return None
+        from rig.load.rtpcapture import load_recording
+
+        path = Path(rtp.pcap)
+        if not path.is_absolute():
+            path = scenario_path.resolve().parent / path
+        recording = load_recording(path)
+        check_recording(recording, rtp.codec, rtp.pcap)
+        return recording
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -263,7 +279,7 @@ class Run:
 
         scenario = self.scenario
         driver = LoadDriver(
-            calls_plan(scenario),
+            calls_plan(scenario, self.recording),
             burst_plan(scenario),
             targets_for(endpoints, self.plan),
             on_event=lambda kind, data: recorder.event(Event(self._now(), kind, data)),

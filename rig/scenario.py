@@ -88,6 +88,11 @@ class Outcomes(Frozen):
 class Rtp(Frozen):
     codec: Literal["PCMU", "PCMA"] = "PCMU"
     ptime: Literal[10, 20, 30, 40, 60] = Field(default=20, description="ms per packet")
+    pcap: str | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="a capture whose first RTP stream every call plays (payloads and timing, "
+                    "looped for the call's hold, as SIPp's pcap_play); relative to the "
+                    "scenario's folder")
 
 
 class Load(Frozen):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # media, NG and burst code loads only when a run needs it
     from rig.load.bursts import BurstResult
     from rig.load.burstsender import BurstSender
     from rig.load.mediacontrol import MediaControl
+    from rig.wire.rtpplay import Recording
 
 PLACEHOLDER_RTP_PORT = 9  # "discard": the SDP of a call without media still needs a port
 UAS_HANGUP_SHARE = 0.1  # answered calls the UAS hangs up, so both BYE paths get traffic
@@ -48,6 +49,7 @@ SINK_WAIT_S = 0.5  # how long a burst's packets may take to reach the debug sink
 class RtpPlan:
     payload_type: int = 0
     ptime_ms: int = 20
+    recording: Recording | None = None  # load.rtp.pcap: every stream plays this capture
 
 
 @dataclass(frozen=True)
@@ -327,7 +329,7 @@ class LoadDriver:
 
         engine = MediaEngine(self.targets.host, self.targets.rtp_ports, ptime_ms=plan.ptime_ms,
                              payload_type=plan.payload_type, seed=self._seed,
-                             destinations=self.destinations)
+                             destinations=self.destinations, recording=plan.recording)
         engine.start()
         stack.callback(engine.stop)
         return engine

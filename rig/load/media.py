@@ -13,6 +13,7 @@ sends them from the streams' own sockets at the deadline; run_streams() then pac
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import select
@@ -33,6 +34,7 @@ from rig.wire.rtp import (
     clock_rate,
     samples_per_packet,
 )
+from rig.wire.rtpplay import Recording
 
 SLOT_S = 0.001
 RECV_BUFFER = 2048
@@ -49,6 +51,8 @@ class _Stream:
     timestamp: int
     packet: bytearray
     running: bool = False
+    played: int = 0  # packets of a recording sent so far
+    started: float = 0.0  # monotonic time of a played stream's first packet
 
 
 @dataclass(eq=False, slots=True)
@@ -126,6 +130,7 @@ class MediaEngine:
     def __init__(
         self, host: str, port_range: tuple[int, int], ptime_ms: int = 20,
         payload_type: int = 0, seed: int = 0, destinations: Destinations = LOOPBACK_ONLY,
+        recording: Recording | None = None,
     ) -> None:
         lo, hi = port_range
         if not 1024 <= lo <= hi <= 65535:
@@ -157,6 +162,11 @@ class MediaEngine:
         self._rx_buffer = bytearray(RECV_BUFFER)  # only the receiver thread touches it
         self._t0 = time.monotonic()
         self._threads: list[threading.Thread] = []
+        # with a recording, every stream plays it (rig.wire.rtpplay) from a heap of
+        # (due time, tie-break, endpoint) instead of sitting on the pacing wheel
+        self.recording = recording
+        self._due: list[tuple[float, int, _Endpoint]] = []
+        self._due_seq = 0
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -252,7 +262,7 @@ class MediaEngine:
                 if stream is None or stream.running or endpoint.port not in self._endpoints:
                     continue  # closed or started meanwhile by another thread
                 stream.running = True
-                self._wheel.add(endpoint, first_tick)
+                self._pace(endpoint, first_tick, started)
         self._wake.set()
 
     def first_packets(
@@ -292,8 +302,21 @@ class MediaEngine:
                 else:
                     endpoint.sent += 1
                 stream.running = True
-                self._wheel.add(endpoint, first_tick)
+                self._pace(endpoint, first_tick, sent_at)
         self._wake.set()
+
+    def _pace(self, endpoint: _Endpoint, first_tick: int, first_sent: float) -> None:
+        """From its second packet on: the wheel, or the recording's own timing."""
+        stream = endpoint.stream
+        if self.recording is None or stream is None:
+            self._wheel.add(endpoint, first_tick)
+            return
+        stream.started = first_sent
+        self._push(endpoint, first_sent + self.recording.packet(stream.played).at)
+
+    def _push(self, endpoint: _Endpoint, due: float) -> None:
+        self._due_seq += 1
+        heapq.heappush(self._due, (due, self._due_seq, endpoint))
 
     def _prepared(self, port: int) -> _Endpoint:
         endpoint = self._endpoint(port)
@@ -356,18 +379,35 @@ class MediaEngine:
 
     @property
     def running_streams(self) -> int:
+        if self.recording is not None:
+            return sum(1 for e in self._endpoints.values() if e.stream and e.stream.running)
         return len(self._wheel)
 
     # --- sending ------------------------------------------------------------------------
 
     def _stamp(self, stream: _Stream, marker: bool = False) -> None:
         """Write the next header into the stream's packet and move the stream on."""
+        if self.recording is not None:
+            self._stamp_played(stream, self.recording)
+            return
         second = self.payload_type | (0x80 if marker else 0)
         # the header is rewritten in place: no new packet object per send
         HEADER.pack_into(stream.packet, 0, 0x80, second, stream.sequence, stream.timestamp,
                          stream.ssrc)
         stream.sequence = (stream.sequence + 1) & 0xFFFF
         stream.timestamp = (stream.timestamp + self._step) & 0xFFFFFFFF
+
+    def _stamp_played(self, stream: _Stream, recording: Recording) -> None:
+        """The recording's next packet, on the stream's own sequence and timestamp bases."""
+        played = recording.packet(stream.played)
+        second = played.payload_type | (0x80 if played.marker else 0)
+        packet = bytearray(HEADER.size + len(played.payload))
+        HEADER.pack_into(packet, 0, 0x80, second, (stream.sequence + played.sequence_offset)
+                         & 0xFFFF, (stream.timestamp + played.ts_offset) & 0xFFFFFFFF,
+                         stream.ssrc)
+        packet[HEADER.size:] = played.payload
+        stream.packet = packet
+        stream.played += 1
 
     def _send(self, endpoint: _Endpoint, marker: bool = False) -> None:
         stream = endpoint.stream
@@ -381,6 +421,9 @@ class MediaEngine:
             endpoint.sent += 1
 
     def _send_loop(self) -> None:
+        if self.recording is not None:
+            self._play_loop(self.recording)
+            return
         tick = 0
         while not self._stop.is_set():
             if not self._wheel:
@@ -392,6 +435,28 @@ class MediaEngine:
                 time.sleep(delay)
             self._send_slot(tick)
             tick += 1
+
+    def _play_loop(self, recording: Recording) -> None:
+        """Send each played stream's packets at their times, however many streams."""
+        while not self._stop.is_set():
+            with self._tx_lock:
+                due = self._due[0][0] if self._due else None
+            if due is None:
+                self._wake.clear()
+                self._wake.wait(IDLE_WAIT_S)
+                continue
+            delay = due - time.monotonic()
+            if delay > 0:
+                self._wake.wait(min(delay, IDLE_WAIT_S))  # a new stream may be due sooner
+                self._wake.clear()
+                continue
+            with self._tx_lock:
+                _, _, endpoint = heapq.heappop(self._due)
+                stream = endpoint.stream
+                if stream is None or not stream.running or endpoint.port not in self._endpoints:
+                    continue  # closed meanwhile: it leaves the heap here
+                self._send(endpoint)
+                self._push(endpoint, stream.started + recording.packet(stream.played).at)
 
     def _wait_for_streams(self) -> None:
         self._wake.clear()
