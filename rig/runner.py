@@ -47,7 +47,7 @@ from rig.summary import Summary
 from rig.topology import Endpoints, Stack, backend_class
 from rig.topology.destinations import Destinations, parse_networks
 from rig.topology.runtime import RunRecord, process_labels, reserved_host
-from rig.topology.source import apply_patches, check_sources, copy_sources
+from rig.topology.source import apply_patches, check_sources, copy_file, copy_sources
 
 RIG_ROOT = Path(__file__).resolve().parents[1]
 CRASH_POLL_S = 0.1
@@ -73,6 +73,14 @@ class RunRequest:
     progress: bool = True
     target: str | None = None  # local | docker; None: the scenario's `target`
     allow_outside_sources: bool = False  # a service `source` may be an absolute path
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """The run's working folder: `src/` holds the patched copies of the service folders."""
+
+    workdir: Path
+    copies: dict[str, Path]
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,28 @@ class Run:
         self.exited: list[str] = []
         self.crit_lines: dict[str, str] = {}  # service -> its last CRIT line
         self.versions: dict[str, str] = {}  # service -> the version it reports
+        self.namespace: str | None = None
+        self._check_netns()
+
+    def _check_netns(self) -> None:
+        """A namespace needs local processes, its ruleset file, and a machine that can host
+        it (root, ip, nft, conntrack); all known before anything starts."""
+        from rig.topology import netns
+
+        settings = self.scenario.netns
+        if settings is None:
+            return
+        if self.target != "local":
+            raise UsageError(f"netns: the run's namespace holds local processes only "
+                             f"(target local, not {self.target})")
+        if not (self.repo / settings.ruleset).resolve().is_relative_to(self.repo):
+            raise UsageError(f"netns.ruleset: {settings.ruleset} leads out of the repository "
+                             f"{self.repo} (allowed: a file inside it)")
+        if not (self.repo / settings.ruleset).is_file():
+            raise UsageError(f"netns.ruleset: no such file {settings.ruleset} in {self.repo}")
+        why = netns.missing_capability()
+        if why is not None:
+            raise InfraError(f"network namespace for the run: {why}")
 
     def _recording(self, scenario_path: Path) -> Any:
         """load.rtp.pcap read before anything starts (rig.wire.rtpplay.Recording), or None."""
@@ -197,13 +227,16 @@ class Run:
         record = self.record = RunRecord.for_this_process(run_id)
         with ExitStack() as stack:
             stack.callback(record.remove)
+            tree = self._prepare_sources(stack, record)
+            # before the capture and the services, so that both live in the namespace
+            self._enter_namespace(stack, record, run_id, tree)
             endpoints = Endpoints(host=stack.enter_context(reserved_host(run_ports())),
                                   relay_rtp_ports=self.ports.relay, rig_rtp_ports=self.ports.rig)
             self.capture = start_capture(
                 self.scenario.capture, folder.path, run_filter(endpoints, self.plan.sip_port),
                 record.add_process, process_labels(run_id))
             stack.callback(self.capture.stop)  # after the stack stops: registered before it
-            services = self._start_services(stack, record, folder, endpoints)
+            services = self._start_services(stack, record, folder, endpoints, tree)
             self.started_mono = self.clock.monotonic()
             self.started_wall = self.clock.wall()
             for name, version in self.versions.items():
@@ -214,21 +247,47 @@ class Run:
             self._note_exits(services, recorder)
         return self._conclude(folder, recorder, window, load, run_id)
 
-    def _start_services(
-        self, stack: ExitStack, record: RunRecord, folder: Any, endpoints: Endpoints
-    ) -> Stack:
+    def _prepare_sources(self, stack: ExitStack, record: RunRecord) -> SourceTree:
+        """The run's copy of the services' folders (and of the namespace's ruleset), with
+        the patches applied to the copy."""
         workdir = Path(tempfile.mkdtemp(prefix="rig-"))
         record.add_folder(workdir)
         stack.callback(shutil.rmtree, workdir, True)
-        plan = self.plan
         copies = copy_sources(self.repo, self._sources(), workdir / "src", outside=(
             workdir / "outside" if self.request.allow_outside_sources else None))
+        if self.scenario.netns is not None:
+            copy_file(self.repo, self.scenario.netns.ruleset, workdir / "src")
         apply_patches(workdir / "src", self.patches)
-        self.site = Site(endpoints, workdir).make()
+        return SourceTree(workdir, copies)
+
+    def _enter_namespace(
+        self, stack: ExitStack, record: RunRecord, run_id: str, tree: SourceTree
+    ) -> None:
+        """With `netns:`, the rig's main thread (so every process, socket and thread the
+        run makes from here on) moves into a namespace of the run's own, listed in the run
+        record before it exists so that `rig gc` deletes it after a kill."""
+        from rig.topology import netns
+
+        settings = self.scenario.netns
+        if settings is None:
+            return
+        defines = netns.port_defines(self.ports.relay, Endpoints("").ng_port, self.ports.rig)
+        ruleset = (tree.workdir / "src" / settings.ruleset).read_text()
+        plan = netns.NetnsPlan(netns.ruleset_text(ruleset, defines), settings.udp_timeout)
+        name = netns.namespace_name(run_id)
+        record.add_namespace(name)
+        self.namespace = stack.enter_context(netns.run_namespace(name, plan))
+
+    def _start_services(
+        self, stack: ExitStack, record: RunRecord, folder: Any, endpoints: Endpoints,
+        tree: SourceTree,
+    ) -> Stack:
+        plan = self.plan
+        self.site = Site(endpoints, tree.workdir).make()
         backend = self.backend_factory(endpoints, folder.logs_dir, record)
         stack.callback(backend.close)
         recipes = {name: plan.settings_of(name).recipe() for name in plan.services}
-        self.stack_timing.update(backend.prepare(copies, recipes))
+        self.stack_timing.update(backend.prepare(tree.copies, recipes))
         specs = [backend.spec(service(name), plan.settings_of(name), self.site)
                  for name in plan.services]
         self.versions = service_versions(backend, specs)
@@ -249,6 +308,7 @@ class Run:
         for name in self.plan.services:
             probes += service(name).probes(self.plan.settings_of(name), self.site,
                                            services.services[name])
+        probes += self._kernel_probes(services)
         self.sessions_probe = MediaSessionsProbe(endpoints.host, endpoints.ng_port,
                                                  self._ended_call_ids(driver))
         return [*probes, self.sessions_probe, LoadProbe(driver.snapshot)]
@@ -270,6 +330,18 @@ class Run:
         return HostileTraffic(
             plan, on_event=lambda kind, data: recorder.event(Event(self._now(), kind, data)),
             on_process=self.record.add_process, env=process_labels(self.record.run_id))
+
+    def _kernel_probes(self, services: Stack) -> list[Probe]:
+        """Slab caches named in `probes.slab`; with `netns:`, the conntrack counters of the
+        namespace the media relay runs in."""
+        from rig.probes.kernel import NetnsProbe, SlabProbe
+
+        probes: list[Probe] = []
+        if self.scenario.probes.slab:
+            probes.append(SlabProbe(self.scenario.probes.slab))
+        if self.namespace is not None:
+            probes.append(NetnsProbe(services.services[self.plan.media].pid))
+        return probes
 
     def _drive_and_sample(
         self, services: Stack, endpoints: Endpoints, recorder: Recorder, stack: ExitStack
@@ -416,6 +488,7 @@ class Run:
                 "media": self.plan.media,
                 "services": list(self.plan.services),
                 "versions": self.versions,
+                **({"netns": self.namespace} if self.namespace is not None else {}),
             },
             timing={
                 "started": self.started_wall,

@@ -139,6 +139,21 @@ class Projection(Frozen):
 
 class Probes(Frozen):
     interval: float = Field(default=0.1, ge=0.01, le=60, description="seconds between samples")
+    slab: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")], ...] = Field(
+        default=(), max_length=16, strict=False, description=(
+            "slab caches of /proc/slabinfo to sample (root only): slab.<cache>.active|total"))
+
+
+class Netns(Frozen):
+    """`netns:`: the run inside a network namespace of its own (loopback, an nftables
+    ruleset, conntrack's UDP timeouts), deleted at the end; needs root, `ip` and `nft`."""
+
+    ruleset: str = Field(default="containers/relay/conntrack.nft", min_length=1, description=(
+        "nftables ruleset file from the repo root; patches apply to it; it gets `define`s "
+        "of RELAY_RTP (the relay's RTP port range), NG_PORT and RIG_RTP (the rig's)"))
+    udp_timeout: int | None = Field(default=None, ge=1, le=3600, description=(
+        "seconds: conntrack's UDP timeouts in the namespace (unreplied and stream); "
+        "null: the kernel's"))
 
 
 class Capture(Frozen):
@@ -277,6 +292,8 @@ class Scenario(Frozen):
                     "e.g. a SUT on another host; host names are never allowed (no DNS)",
     )
     hostile: Hostile | None = Field(default=None, description="hostile traffic during the load")
+    netns: Netns | None = Field(default=None, description=(
+        "run the rig and its services in a network namespace of the run's own; null: not"))
     checks: Checks = Field(description=(
         "calls_completed (min_ratio 0.95) is on unless set here or `calls_completed: off`"))
 

@@ -102,3 +102,33 @@ def test_ten_thousand_nested_brackets_are_one_line_exit_2(capsys, tmp_path: Path
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "nested too deep" in err
     assert len(err) < 300
+
+
+CONNTRACK_RTP = ROOT / "scenarios" / "conntrack-rtp.yaml"
+
+
+def test_a_namespace_run_without_root_or_netfilter_is_one_line_exit_3(
+        capsys, tmp_path: Path, monkeypatch):
+    from rig.topology import netns
+
+    monkeypatch.setattr(netns, "missing_capability",
+                        lambda: "needs root (network namespaces and nftables)")
+    code, _, err = run_cli(capsys, "run", str(CONNTRACK_RTP), "--out", str(tmp_path / "run"))
+    assert code == 3
+    assert err.strip().splitlines() == [
+        "rig: infrastructure error: network namespace for the run: needs root "
+        "(network namespaces and nftables)"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    (["--target", "docker"], "netns: the run's namespace holds local processes only"),
+    (["--set", "netns.ruleset=containers/relay/none.nft"],
+     "netns.ruleset: no such file containers/relay/none.nft"),
+])
+def test_a_namespace_run_it_cannot_make_is_bad_input(capsys, tmp_path: Path, extra, fragment):
+    code, _, err = run_cli(capsys, "run", str(CONNTRACK_RTP), *extra,
+                           "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert fragment in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -230,7 +230,7 @@ def test_orphans_are_listed_sessions_of_calls_the_driver_saw_end(monkeypatch):
     import rig.probes.ng
 
     reply = {"result": "ok", "calls": [b"ended@x", b"live@x"]}
-    monkeypatch.setattr(rig.probes.ng, "ng_request", lambda *args: reply)
+    monkeypatch.setattr(rig.probes.ng.NgRequester, "request", lambda self, message: reply)
     probe = MediaSessionsProbe("127.0.0.1", 2223, lambda: {"ended@x", "other@x"})
     assert probe.read() == {"media.sessions": 2.0, "media.orphan_sessions": 1.0}
     assert probe.orphan_ids == {"ended@x"}

@@ -231,6 +231,11 @@ def test_empty_file_says_what_is_required(tmp_path):
          "checks.back_to_baseline.counters: [] is out of range (allowed: 1 <= length)"),
         ("checks={relay_alive: null, calls_completed: off}",
          "checks: no check is on; a run that checks nothing cannot pass"),
+        ("netns.udp_timeout=0", "netns.udp_timeout: 0 is out of range "
+                                "(allowed: 1 <= value <= 3600)"),
+        ("netns.rules=x", "netns.rules: unknown key (allowed: ruleset, udp_timeout)"),
+        ("probes.slab=[nf conntrack]", "probes.slab.0: 'nf conntrack' is not allowed "
+                                       "(allowed: text matching ^[A-Za-z0-9_.:-]{1,64}$)"),
     ],
 )
 def test_bad_values_give_one_line_naming_key_and_allowed(tmp_path, override, expected):
@@ -274,6 +279,14 @@ def test_a_hostile_section_gets_every_malformed_kind_and_no_tool_by_default(tmp_
     assert hostile.malformed.kinds == KINDS
     assert (hostile.target, hostile.svmap, hostile.svwar, hostile.svcrack) == (
         None, None, None, None)
+
+def test_a_namespace_and_slab_caches_are_off_unless_asked_for(tmp_path):
+    plain = load_scenario(write(tmp_path, MINIMAL))
+    assert plain.netns is None and plain.probes.slab == ()
+    asked = load_scenario(write(tmp_path, MINIMAL), ("netns={}", "probes.slab=[nf_conntrack]"))
+    assert asked.netns is not None
+    assert asked.netns.ruleset == "containers/relay/conntrack.nft"
+    assert asked.netns.udp_timeout is None and asked.probes.slab == ("nf_conntrack",)
 
 
 def test_missing_check_parameter(tmp_path):

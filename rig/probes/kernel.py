@@ -82,9 +82,17 @@ class SlabProbe:
 
 @dataclass
 class NetnsProbe:
-    """Conntrack entries (`conntrack.count`, `conntrack.max`) and the IPv4 route cache's
-    entries (`route.cache_entries`, where the kernel has the table) of the network
-    namespace that process `pid` is in."""
+    """Conntrack entries (`conntrack.count`, `conntrack.listed`, `conntrack.max`) and the
+    IPv4 route cache's entries (`route.cache_entries`, where the kernel has the table) of
+    the network namespace that process `pid` is in.
+
+    Each read first lists the namespace's table (`/proc/<pid>/net/nf_conntrack`, what
+    `conntrack -L` shows: `conntrack.listed`, the entries that have not expired), then reads
+    the kernel's count. Listing drops the expired entries it passes, as `conntrack -L` does,
+    so the count follows the configured timeouts rather than the pace of the garbage
+    collector (which on 6.x kernels may come back to a table only after a minute). A kernel
+    without that file (no CONFIG_NF_CONNTRACK_PROCFS) gives the count alone.
+    """
 
     pid: int
     name: str = "netns"
@@ -93,8 +101,14 @@ class NetnsProbe:
     _max: float | None = field(default=None, init=False)
 
     def read(self) -> dict[str, float]:
-        stat = self.proc / str(self.pid) / "net" / "stat"
+        net = self.proc / str(self.pid) / "net"
+        stat = net / "stat"
         values: dict[str, float] = {}
+        try:
+            with open(net / "nf_conntrack", "rb") as listing:
+                values["conntrack.listed"] = float(sum(1 for _ in listing))
+        except OSError:
+            pass  # no listing on this kernel (or the process is gone: said just below)
         try:
             values["conntrack.count"] = float(parse_stat_entries(
                 (stat / "nf_conntrack").read_text()))

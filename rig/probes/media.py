@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from rig.probes import ProbeError
+
+if TYPE_CHECKING:
+    from rig.probes.ng import NgRequester
 
 NG_LIST_LIMIT = 100_000  # rtpengine lists 32 call-ids unless asked for more
 
@@ -29,13 +32,14 @@ class MediaSessionsProbe:
     timeout: float = 0.5
     name: str = "media"
     orphan_ids: set[str] | None = None
+    _ng: NgRequester | None = field(default=None, init=False, repr=False)
 
     def read(self) -> dict[str, float]:
-        from rig.probes.ng import ng_request
+        from rig.probes.ng import NgRequester
 
+        self._ng = self._ng or NgRequester(self.host, self.port, self.timeout)
         try:
-            reply = ng_request(self.host, self.port, {"command": "list",
-                                                      "limit": NG_LIST_LIMIT}, self.timeout)
+            reply = self._ng.request({"command": "list", "limit": NG_LIST_LIMIT})
         except Exception as exc:
             raise ProbeError(f"NG list: {exc}") from exc
         ids = call_ids(reply)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from rig.probes import ProbeError
+
+if TYPE_CHECKING:
+    from rig.probes.ng import NgRequester
 
 BUFFERPOOL_KEYS = (
     "shards_total",
@@ -71,12 +74,14 @@ class RelayStatsProbe:
     port: int
     timeout: float = 0.5
     name: str = "relay"
+    _ng: NgRequester | None = field(default=None, init=False, repr=False)
 
     def read(self) -> dict[str, float]:
-        from rig.probes.ng import ng_request
+        from rig.probes.ng import NgRequester
 
+        self._ng = self._ng or NgRequester(self.host, self.port, self.timeout)
         try:
-            reply = ng_request(self.host, self.port, {"command": "statistics"}, self.timeout)
+            reply = self._ng.request({"command": "statistics"})
         except Exception as exc:
             raise ProbeError(f"relay statistics: {exc}") from exc
         return relay_counters(reply)

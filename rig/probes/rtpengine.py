@@ -15,10 +15,13 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from rig.probes import ProbeError
+
+if TYPE_CHECKING:
+    from rig.probes.ng import NgRequester
 
 # NG `statistics` -> counter name, per block.
 NG_CURRENT = {
@@ -185,12 +188,14 @@ class RtpengineNgProbe:
     port: int
     timeout: float = 0.5
     name: str = "rtpengine"
+    _ng: NgRequester | None = field(default=None, init=False, repr=False)
 
     def read(self) -> dict[str, float]:
-        from rig.probes.ng import ng_request  # imported late, like every NG user
+        from rig.probes.ng import NgRequester  # imported late, like every NG user
 
+        self._ng = self._ng or NgRequester(self.host, self.port, self.timeout)
         try:
-            reply = ng_request(self.host, self.port, {"command": "statistics"}, self.timeout)
+            reply = self._ng.request({"command": "statistics"})
         except Exception as exc:
             raise ProbeError(f"rtpengine statistics: {exc}") from exc
         try:

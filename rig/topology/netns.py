@@ -3,7 +3,7 @@
 The rig enters it for the duration of the run (its main thread, so every process it starts
 and every socket and thread it makes afterwards live inside), then leaves and deletes it.
 Its name carries the run id, and the run record lists it before it exists, so `rig gc`
-deletes the namespace of a run that was killed. Needs root, `ip` and `nft`.
+deletes the namespace of a run that was killed. Needs root, `ip`, `nft` and `sysctl`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ PREFIX = "rig-"
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
 MAX_NAME = 48
+TOOLS = {"ip": "iproute2", "nft": "nftables", "sysctl": "procps"}  # tool -> Debian package
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,21 @@ def ruleset_text(ruleset: str, defines: dict[str, str]) -> str:
     return head + ruleset
 
 
+def port_defines(relay_rtp: tuple[int, int], ng_port: int,
+                 rig_rtp: tuple[int, int]) -> dict[str, str]:
+    """The `define`s a run's ruleset can use: the relay's RTP port range, its NG port and
+    the rig's own RTP range."""
+    return {"RELAY_RTP": f"{relay_rtp[0]}-{relay_rtp[1]}", "NG_PORT": str(ng_port),
+            "RIG_RTP": f"{rig_rtp[0]}-{rig_rtp[1]}"}
+
+
 def missing_capability() -> str | None:
     """Why this machine cannot host the namespace (one line), or None when it can."""
     if os.geteuid() != 0:
         return "needs root (network namespaces and nftables)"
-    for tool in ("ip", "nft"):
+    for tool, package in TOOLS.items():
         if shutil.which(tool) is None:
-            return f"needs `{tool}` (Debian: {'iproute2' if tool == 'ip' else 'nftables'})"
+            return f"needs `{tool}` (Debian: {package})"
     if not Path("/proc/sys/net/netfilter").is_dir():
         return "needs netfilter conntrack (modprobe nf_conntrack)"
     return None

@@ -69,6 +69,19 @@ def source_and_copy(root: Path, service: str, named: str, dest: Path,
     return src, dest / src.relative_to(root)
 
 
+def copy_file(repo_root: Path, relative: str, dest: Path) -> Path:
+    """Copy one file (relative to repo_root) into dest at the same relative path, unless a
+    copied folder already brought it; patches then apply to it like to the folders."""
+    target = dest / relative
+    if not target.is_file():
+        src = repo_root / relative
+        if not src.is_file():
+            raise UsageError(f"file not found: {relative} in {repo_root}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    return target
+
+
 def apply_patches(tree: Path, patches: Sequence[Path]) -> None:
     """Apply unified diffs (paths relative to the repository root) to the copied tree."""
     for patch in patches:

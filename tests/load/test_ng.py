@@ -16,7 +16,7 @@ import pytest
 from rig.load.media import MediaEngine
 from rig.load.mediacontrol import NgMediaControl
 from rig.load.ng import NgClient
-from rig.probes.ng import ng_request
+from rig.probes.ng import NgRequester, ng_request
 from rig.topology.loopback import block_host
 from rig.wire.ng import NgError, NgTimeout, decode_ng, encode_ng
 
@@ -38,6 +38,7 @@ class FakeNgServer:
         self.address = self.sock.getsockname()
         self.seen: Counter[str] = Counter()
         self.executed: Counter[str] = Counter()
+        self.peers: set[tuple[str, int]] = set()
         self._cache: dict[str, bytes] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -50,6 +51,7 @@ class FakeNgServer:
                 continue
             cookie, message = decode_ng(data)
             self.seen[cookie] += 1
+            self.peers.add(peer)
             if cookie not in self._cache:
                 reply = self.handler(message)
                 if reply is None:
@@ -104,6 +106,26 @@ def test_ng_request_times_out() -> None:
     with FakeNgServer(lambda m: None) as server:
         with pytest.raises(NgTimeout, match="no reply"):
             ng_request(*server.address, {"command": "ping"}, timeout=0.1)
+
+
+def test_a_requester_asks_from_one_source_port_and_skips_a_late_reply() -> None:
+    calls = Counter[str]()
+
+    def slow_first(message: dict) -> dict | None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(0.5)  # answered long after the requester gave up
+        return echo_pong(message)
+
+    with FakeNgServer(slow_first) as server:
+        requester = NgRequester(*server.address, timeout=0.1)
+        with pytest.raises(NgTimeout, match="no reply in 0.1 s"):
+            requester.request({"command": "ping"})
+        requester.timeout = 2.0
+        # the late pong to the first cookie reaches the second socket first: skipped
+        reply = requester.request({"command": "offer", "sdp": "m=audio 40000"})
+        assert reply == {"result": "ok", "sdp": "m=audio 30000"}
+    assert len(server.peers) == 1, "every request from one source port"
 
 
 def test_client_uses_a_new_cookie_per_request() -> None:

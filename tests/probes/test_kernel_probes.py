@@ -62,9 +62,19 @@ def test_unreadable_slabinfo_is_a_probe_error(tmp_path):
         SlabProbe(["nf_conntrack"], tmp_path / "slabinfo").read()
 
 
-def fake_proc(tmp_path: Path, pid: int, route: bool = True) -> Path:
+LISTING = """\
+ipv4     2 udp      17 2 src=127.9.3.1 dst=127.9.3.1 sport=40000 dport=30000 src=127.9.3.1 \
+dst=127.9.3.1 sport=30000 dport=40000 mark=0 zone=0 use=2
+ipv4     2 udp      17 1 src=127.9.3.1 dst=127.9.3.1 sport=40002 dport=30002 [UNREPLIED] \
+src=127.9.3.1 dst=127.9.3.1 sport=30002 dport=40002 mark=0 zone=0 use=2
+"""
+
+
+def fake_proc(tmp_path: Path, pid: int, route: bool = True, listing: bool = False) -> Path:
     stat = tmp_path / "proc" / str(pid) / "net" / "stat"
     stat.mkdir(parents=True)
+    if listing:
+        (stat.parent / "nf_conntrack").write_text(LISTING)
     (stat / "nf_conntrack").write_text((DATA / "stat_nf_conntrack.txt").read_text())
     if route:
         (stat / "rt_cache").write_text((DATA / "stat_rt_cache.txt").read_text())
@@ -76,6 +86,12 @@ def test_netns_probe_reads_conntrack_and_the_route_cache(tmp_path):
     probe = NetnsProbe(7, max_path=tmp_path / "max", proc=fake_proc(tmp_path, 7))
     assert probe.read() == {"conntrack.count": 30.0, "conntrack.max": 262144.0,
                             "route.cache_entries": 5.0}
+
+
+def test_netns_probe_lists_the_table_where_the_kernel_has_the_file(tmp_path):
+    probe = NetnsProbe(7, max_path=tmp_path / "max", proc=fake_proc(tmp_path, 7, listing=True))
+    values = probe.read()
+    assert values["conntrack.listed"] == 2.0 and values["conntrack.count"] == 30.0
 
 
 def test_netns_probe_without_a_route_cache_leaves_the_counter_out(tmp_path):

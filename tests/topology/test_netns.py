@@ -39,6 +39,43 @@ def test_defines_come_before_the_ruleset():
     assert text == "define RTP_PORTS = 30000-30999\ntable inet t {}\n"
 
 
+def test_the_ruleset_gets_the_runs_port_ranges():
+    assert netns.port_defines((30000, 31999), 2223, (40000, 49999)) == {
+        "RELAY_RTP": "30000-31999", "NG_PORT": "2223", "RIG_RTP": "40000-49999"}
+
+
+def test_the_notrack_patch_applies_to_the_shipped_ruleset(tmp_path):
+    from rig.topology.source import apply_patches, copy_file
+
+    repo = Path(__file__).resolve().parents[2]
+    ruleset = copy_file(repo, "containers/relay/conntrack.nft", tmp_path)
+    stock = ruleset.read_text()
+    assert "ct state established,related accept" in stock and "notrack" not in stock
+    apply_patches(tmp_path, [repo / "scenarios" / "patches" / "notrack-rtp.patch"])
+    patched = ruleset.read_text()
+    assert patched.count("udp dport $RELAY_RTP notrack") == 2  # prerouting and output
+    assert patched.count("udp sport $RELAY_RTP notrack") == 2
+
+
+@needs_netns
+def test_the_shipped_rulesets_load(tmp_path):
+    from rig.topology.source import apply_patches, copy_file
+
+    repo = Path(__file__).resolve().parents[2]
+    ruleset = copy_file(repo, "containers/relay/conntrack.nft", tmp_path)
+    defines = netns.port_defines((30000, 31999), 2223, (40000, 49999))
+    for patches in ([], [repo / "scenarios" / "patches" / "notrack-rtp.patch"]):
+        apply_patches(tmp_path, patches)
+        name = netns.namespace_name(f"test13-rules-{os.getpid()}")
+        with netns.run_namespace(name, netns.NetnsPlan(
+                netns.ruleset_text(ruleset.read_text(), defines), udp_timeout=5)):
+            listed = subprocess.run(["nft", "list", "ruleset"], capture_output=True,
+                                    text=True, check=True).stdout
+        assert "table inet rig_media" in listed
+        assert ("notrack" in listed) == bool(patches)
+        assert not netns.exists(name)
+
+
 def test_without_root_the_namespace_is_one_infra_line(monkeypatch):
     monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
     with pytest.raises(InfraError, match=r"^network namespace for the run: needs root"):
