@@ -125,6 +125,8 @@ def test_a_namespace_run_without_root_or_netfilter_is_one_line_exit_3(
     (["--target", "docker"], "netns: the run's namespace holds local processes only"),
     (["--set", "netns.ruleset=containers/relay/none.nft"],
      "netns.ruleset: no such file containers/relay/none.nft"),
+    (["--set", "netns.ruleset=../../etc/nftables.conf"],
+     "netns.ruleset: ../../etc/nftables.conf leads out of the repository"),
 ])
 def test_a_namespace_run_it_cannot_make_is_bad_input(capsys, tmp_path: Path, extra, fragment):
     code, _, err = run_cli(capsys, "run", str(CONNTRACK_RTP), *extra,
