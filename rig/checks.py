@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -42,6 +42,9 @@ class Verdict:
     limit: Observed
     detail: str
     diagnosis: str | None = None  # a one-word reading of the failure, e.g. "race" or "growth"
+    # named numbers behind the detail, for a report to show (tracks: drift, its rate, the
+    # time to the ceiling); None where a number does not apply
+    values: Mapping[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -206,14 +209,22 @@ def track(name: str, series: Series, run: RunWindow, p: TracksParams,
     if growth is not None:
         parts.append(f"{p.physical} {_rate(growth.per_minute)} from t={growth.start:.2f} s to "
                      f"t={growth.stop:.2f} s while {' + '.join(logical)} stayed flat")
+    values: dict[str, float | None] = {
+        "drift": level, "drift_per_minute": _rounded(rate),
+        "growth_per_minute": _rounded(growth.per_minute) if growth is not None else None,
+        "physical": points[-1].physical, "logical": points[-1].logical}
     if p.ceiling is not None:
-        parts.append(_projection(series, p.physical, p.ceiling, points[-1].physical, rate))
+        projection = _projection(series, p.physical, p.ceiling, points[-1].physical, rate,
+                                 drifting=not (gap_ok and slope_ok))
+        parts.append(projection.text)
+        values.update(ceiling=projection.ceiling, seconds_to_ceiling=projection.seconds)
     detail = "; ".join(parts)
     if gap_ok and not slope_ok:
         assert growth is not None and p.slope is not None
         return Verdict(name, False, f"{_num(round(growth.per_minute, 3))}/min",
-                       f"{_num(p.slope)}/min", detail)
-    return Verdict(name, gap_ok and slope_ok, _num(level), _num(p.tolerance), detail)
+                       f"{_num(p.slope)}/min", detail, values=values)
+    return Verdict(name, gap_ok and slope_ok, _num(level), _num(p.tolerance), detail,
+                   values=values)
 
 
 def _ratio(ratio: float) -> str:
@@ -224,18 +235,37 @@ def _rate(per_minute: float) -> str:
     return f"{per_minute:+.3g}/min"
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+@dataclass(frozen=True)
+class Projection:
+    text: str
+    ceiling: float
+    seconds: float | None  # None: the physical counter does not get there at this rate
+
+
 def _projection(
-    series: Series, physical: str, ceiling: float | str, current: float, rate: float | None
-) -> str:
-    """Where the drift leads: the time until the physical counter reaches the ceiling."""
+    series: Series, physical: str, ceiling: float | str, current: float, rate: float | None,
+    drifting: bool,
+) -> Projection:
+    """Where the drift leads: the time until the physical counter reaches the ceiling.
+
+    Only a drift the check found (beyond the tolerance, or growth beyond the slope) is
+    projected; the rate of a pair that tracks is read-out noise and would promise a ceiling
+    in some hours that no leak is heading for."""
     limit = series.column(ceiling)[-1][1] if isinstance(ceiling, str) else float(ceiling)
     named = f"{ceiling} ({_num(limit)})" if isinstance(ceiling, str) else f"{_num(limit)}"
-    eta = seconds_to_ceiling(current, limit, rate)
+    eta = seconds_to_ceiling(current, limit, rate if drifting else None)
     if eta is None:
-        return f"{physical} ({_num(current)}) does not approach {named} at this rate"
-    if eta == 0:
-        return f"{physical} ({_num(current)}) reached {named}"
-    return f"at this rate {physical} ({_num(current)}) reaches {named} in ~{eta:.0f} s"
+        why = "at this rate" if drifting else "(no drift beyond the tolerance)"
+        text = f"{physical} ({_num(current)}) does not approach {named} {why}"
+    elif eta == 0:
+        text = f"{physical} ({_num(current)}) reached {named}"
+    else:
+        text = f"at this rate {physical} ({_num(current)}) reaches {named} in ~{eta:.0f} s"
+    return Projection(text, limit, None if eta is None else round(eta, 3))
 
 
 class PhantomParams(Params):

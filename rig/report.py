@@ -186,6 +186,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 .pass { color: #176617; font-weight: bold; }
+.values { color: #444; font-size: 90%; }
 .fail, .error { color: #b00020; font-weight: bold; }
 .incomplete { color: #8a6d00; font-weight: bold; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
@@ -219,10 +220,32 @@ def observed_cell(check: CheckEntry) -> str:
     return esc(check.observed) + (f" <b>{esc(word)}</b>" if word else "")
 
 
+# how the report labels a check's values, and the unit after the number
+VALUE_LABELS = {
+    "drift": ("drift", ""), "drift_per_minute": ("drift rate", "/min"),
+    "growth_per_minute": ("growth while flat", "/min"), "ceiling": ("ceiling", ""),
+    "seconds_to_ceiling": ("time to the ceiling", " s"),
+}
+
+
+def values_line(check: CheckEntry) -> str:
+    """The check's named numbers, labelled (`drift 82 · drift rate +596/min · ...`); the
+    ones without a number (no growth, no projection) are left out."""
+    parts = []
+    for key, value in check.values.items():
+        if value is None or key not in VALUE_LABELS:
+            continue
+        label, unit = VALUE_LABELS[key]
+        number = f"{value:+.3g}" if unit == "/min" else esc(round(value, 1))
+        parts.append(f"{esc(label)} <b>{number}{esc(unit)}</b>")
+    return " &middot; ".join(parts)
+
+
 def checks_table(summary: Summary) -> str:
     rows = [
         [esc(c.name), verdict_span("pass" if c.passed else "fail"), observed_cell(c),
-         esc(c.limit), esc(c.detail)]
+         esc(c.limit), esc(c.detail) + (f'<br><span class="values">{line}</span>'
+                                        if (line := values_line(c)) else "")]
         for c in summary.checks
     ]
     return table(["check", "passed", "observed", "limit", "detail"], rows)

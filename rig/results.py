@@ -296,7 +296,8 @@ def build_summary(
         verdict=overall_verdict(verdicts, error),
         checks=[CheckEntry(name=v.name, passed=v.passed, observed=clean_number(v.observed),
                            limit=clean_number(v.limit), detail=v.detail,
-                           diagnosis=v.diagnosis)
+                           diagnosis=v.diagnosis,
+                           values={k: clean_number(x) for k, x in v.values.items()})
                 for v in verdicts],
         sut=Sut.model_validate({"commit": sut.get("commit", "unknown"),
                                 "patches": list(sut.get("patches", ())),

@@ -12,7 +12,8 @@ one step at a time when read):
   2  every block is present and typed (`capture`, `sut`'s target, topology, media and
      services, `load`'s outcomes, a check's `diagnosis` as null when it has none); an
      unfinished run is a Summary with verdict `incomplete` and empty blocks. The field
-     names of version 1 are unchanged.
+     names of version 1 are unchanged. A check's `values` came later in version 2, with
+     a default (empty), so files written before it read unchanged.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class CheckEntry(_Closed):
     limit: float | int | str | None
     detail: str = ""
     diagnosis: str | None = None  # the check's one-word reading: "race", "growth"
+    # the named numbers behind the detail (tracks: drift, drift_per_minute, ceiling,
+    # seconds_to_ceiling, ...); empty for checks without any, and in files written before
+    values: dict[str, float | None] = Field(default_factory=dict)
 
 
 class Sut(_Open):
@@ -62,6 +66,7 @@ class Sut(_Open):
     media: str | None = None
     services: list[str] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)  # the version each service reports
+    netns: str | None = None  # the run's network namespace, with `netns:` in the scenario
 
 
 class CounterStats(_Closed):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rig.checks import Verdict
-from rig.report import comparison, html_report, plot_run
+from rig.report import comparison, html_report, plot_run, values_line
 from rig.results import RunFolder, build_summary, incomplete_summary, read_events, read_series
 from rig.series import Event, Sample
 from rig.summary import Summary
@@ -182,3 +182,15 @@ def html_report_text_without_hostile() -> str:
 
     summary = Summary(run_id="r", verdict="pass")
     return run_section(Path("/nonexistent"), summary)
+
+
+def test_a_checks_values_are_shown_labelled_without_the_missing_ones():
+    from rig.summary import CheckEntry
+
+    check = CheckEntry(name="tracks", passed=False, observed=82, limit=2, values={
+        "drift": 82.0, "drift_per_minute": 596.2, "growth_per_minute": None,
+        "ceiling": 4096.0, "seconds_to_ceiling": 404.1, "physical": 82.0})
+    assert values_line(check) == (
+        "drift <b>82</b> &middot; drift rate <b>+596/min</b> &middot; ceiling <b>4096</b>"
+        " &middot; time to the ceiling <b>404.1 s</b>")
+    assert values_line(CheckEntry(name="relay_alive", passed=True, observed=0, limit=0)) == ""

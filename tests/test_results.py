@@ -173,6 +173,20 @@ def test_not_a_number_becomes_null():
     assert summary.checks[0].observed is None and summary.checks[0].limit is None
 
 
+def test_a_checks_values_reach_the_summary_and_read_back(tmp_path):
+    verdict = Verdict("tracks", False, 82, 2, "drift 82", values={
+        "drift": 82.0, "drift_per_minute": 596.2, "seconds_to_ceiling": 404.1,
+        "growth_per_minute": None, "bad": float("nan")})
+    summary = make_summary(verdicts=[verdict])
+    assert summary.checks[0].values == {"drift": 82.0, "drift_per_minute": 596.2,
+                                        "seconds_to_ceiling": 404.1,
+                                        "growth_per_minute": None, "bad": None}
+    again = Summary.model_validate_json(json.dumps(summary.to_json()))
+    assert again.checks[0].values == summary.checks[0].values
+    older = CheckEntry.model_validate({"name": "x", "passed": True, "observed": 0, "limit": 0})
+    assert older.values == {}
+
+
 def test_burst_spread_percentiles():
     events = [Event(float(i), "burst", {"spread_us": float(i)}) for i in range(1, 101)]
     stats = burst_stats(events + [Event(0.0, "make_shard", {"num": 1})])

@@ -161,3 +161,25 @@ def test_slope_and_projection_numerics():
     assert seconds_to_ceiling(16, 16, 60.0) == 0.0
     assert seconds_to_ceiling(10, 16, 0.0) is None
     assert seconds_to_ceiling(10, 16, None) is None
+
+
+def test_the_drift_and_the_projection_are_values_beside_the_detail():
+    physical = [5 + i // 2 for i in range(21)]
+    verdict = tracks(pair(physical, [5] * 21), ceiling=40, slope=0, window=4.0)
+    assert verdict.values["drift"] == 9 and verdict.values["drift_per_minute"] == 30
+    assert verdict.values["growth_per_minute"] == 30
+    assert (verdict.values["physical"], verdict.values["logical"]) == (15, 5)
+    assert (verdict.values["ceiling"], verdict.values["seconds_to_ceiling"]) == (40, 50)
+
+
+def test_read_out_noise_within_the_tolerance_is_not_projected():
+    # one sample in three reads the physical side a little ahead: a positive rate, no leak
+    logical = [0, 4, 8, 12, 16, 20, 24, 28, 32]
+    physical = [q + (1 if i % 3 == 2 else 0) for i, q in enumerate(logical)]
+    physical[-1] += 1  # the last read is ahead too: the fitted rate is positive
+    verdict = tracks(pair(physical, logical), tolerance=1, ceiling=100)
+    assert verdict.passed
+    assert verdict.values["drift_per_minute"] is not None and verdict.values[
+        "drift_per_minute"] > 0
+    assert verdict.values["seconds_to_ceiling"] is None
+    assert "does not approach 100 (no drift beyond the tolerance)" in verdict.detail

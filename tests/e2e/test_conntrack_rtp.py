@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from rig.runner import RunOutcome, RunRequest, run_scenario
+from rig.summary import CheckEntry
 from rig.topology import netns
 from rig.topology.runtime import collect_garbage
 
@@ -45,34 +46,35 @@ def run(tmp_path: Path, name: str, *, notrack: bool = False) -> RunOutcome:
     ))
 
 
-def check(outcome: RunOutcome, name: str) -> dict[str, Any]:
-    return next(c for c in outcome.summary["checks"] if c["name"] == name)
+def check(outcome: RunOutcome, name: str) -> CheckEntry:
+    return next(c for c in outcome.summary.checks if c.name == name)
 
 
 def test_rtp_fills_conntrack_and_it_drains_within_the_udp_timeout(tmp_path: Path):
     outcome = run(tmp_path, "tracked")
-    assert outcome.verdict == "pass", [c for c in outcome.summary["checks"] if not c["passed"]]
-    count = outcome.summary["counters"]["conntrack.count"]
-    calls = outcome.summary["load"]["calls_completed"]
-    assert calls > 50
+    assert outcome.verdict == "pass", [c for c in outcome.summary.checks if not c.passed]
+    count = outcome.summary.counters["conntrack.count"]
+    calls = outcome.summary.load.calls_completed
+    assert calls is not None and calls > 50
     # every call's two legs are entries, all alive at the peak (hold + timeout > duration)
-    assert count["peak"] - count["first"] >= calls, count
-    assert check(outcome, "back_to_baseline")["passed"]
-    slab = outcome.summary["counters"]["slab.nf_conntrack.active"]
-    assert slab["peak"] >= count["peak"]
-    name = outcome.summary["sut"]["netns"]
-    assert name.startswith(netns.PREFIX) and not netns.exists(name)
+    assert count.peak - count.first >= calls, count
+    assert check(outcome, "back_to_baseline").passed
+    slab = outcome.summary.counters["slab.nf_conntrack.active"]
+    assert slab.peak >= count.peak
+    name = outcome.summary.sut.netns
+    assert name is not None and name.startswith(netns.PREFIX) and not netns.exists(name)
 
 
 def test_notrack_for_the_rtp_ports_keeps_the_count_at_baseline(tmp_path: Path):
     outcome = run(tmp_path, "notrack", notrack=True)
-    assert outcome.verdict == "pass", [c for c in outcome.summary["checks"] if not c["passed"]]
-    assert outcome.summary["sut"]["patches"] == ["notrack-rtp.patch"]
-    assert outcome.summary["load"]["calls_completed"] > 50
-    count = outcome.summary["counters"]["conntrack.count"]
+    assert outcome.verdict == "pass", [c for c in outcome.summary.checks if not c.passed]
+    assert outcome.summary.sut.patches == ["notrack-rtp.patch"]
+    assert (outcome.summary.load.calls_completed or 0) > 50
+    count = outcome.summary.counters["conntrack.count"]
     # only the rig's own signalling flows (SIP, NG) come and go
-    assert count["peak"] - count["first"] <= 5, count
-    assert not netns.exists(outcome.summary["sut"]["netns"])
+    assert count.peak - count.first <= 5, count
+    assert outcome.summary.sut.netns is not None
+    assert not netns.exists(outcome.summary.sut.netns)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float) -> Any:

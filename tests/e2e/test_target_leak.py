@@ -39,7 +39,9 @@ def test_stock_relay_removes_the_targets_of_timed_out_calls(tmp_path: Path):
     counters = outcome.summary.counters
     assert counters["kmod.targets"].peak > 0, "streams were kernelised"
     assert counters["kmod.targets"].last == 0
-    assert "does not approach kmod.max_targets (4096)" in check(outcome, "tracks").detail
+    tracks = check(outcome, "tracks")
+    assert "does not approach kmod.max_targets (4096)" in tracks.detail
+    assert tracks.values["seconds_to_ceiling"] is None, "a pair that tracks is not projected"
 
 
 def test_keep_target_patch_leaks_two_targets_per_vanished_call(tmp_path: Path):
@@ -54,6 +56,10 @@ def test_keep_target_patch_leaks_two_targets_per_vanished_call(tmp_path: Path):
     assert outcome.summary.counters["relay.streams"].last == 0
     assert "drift rate +" in tracks.detail
     assert "reaches kmod.max_targets (4096) in ~" in tracks.detail
+    # the same numbers as values a report shows
+    assert tracks.values["drift"] == 2 * vanished and tracks.values["ceiling"] == 4096
+    assert (tracks.values["drift_per_minute"] or 0) > 0
+    assert (tracks.values["seconds_to_ceiling"] or 0) > 0
     # the relay itself is fine: only the kernel's view drifted
     assert check(outcome, "back_to_baseline").passed
 
