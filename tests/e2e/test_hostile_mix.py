@@ -14,6 +14,7 @@ from rig.summary import CheckEntry, HostileNumbers
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE_MIX = ROOT / "scenarios" / "hostile-mix.yaml"
 OFFER_SCANNERS = ROOT / "scenarios" / "patches" / "kamailio-offer-scanner-invites.patch"
+CALL_BEFORE_SDP = ROOT / "scenarios" / "patches" / "relay-call-before-sdp.patch"
 SHORT = ("duration=4",)
 
 pytestmark = [
@@ -27,11 +28,12 @@ pytestmark = [
 ]
 
 
-def run(tmp_path: Path, name: str, *overrides: str, broken: bool = False) -> RunOutcome:
+def run(tmp_path: Path, name: str, *overrides: str, broken: bool = False,
+        patch: Path = OFFER_SCANNERS) -> RunOutcome:
     return run_scenario(RunRequest(
         scenario_path=HOSTILE_MIX,
         overrides=(*SHORT, *overrides),
-        patches=(OFFER_SCANNERS,) if broken else (),
+        patches=(patch,) if broken else (),
         out=tmp_path / name,
         progress=False,
     ))
@@ -93,3 +95,24 @@ def test_hostile_traffic_at_the_uas_beside_the_model_relay(tmp_path: Path):
     answers = hostile_of(outcome).answers
     for kind in ("sdp_no_connection", "sdp_hostname", "sdp_port_zero", "sdp_many_media"):
         assert set(answers[kind]) == {"488"}, kind  # the rig's callee refuses them
+
+
+@pytest.mark.slow
+def test_the_model_relay_behind_kamailio_refuses_broken_offers_without_a_trace(tmp_path: Path):
+    outcome = run(tmp_path, "relay", "services.media=relay")
+    assert outcome.verdict == "pass", outcome.summary.failed_checks
+    answers = hostile_of(outcome).answers
+    assert set(answers["sdp_no_connection"]) == set(answers["sdp_hostname"]) == {"503"}
+
+
+def test_a_relay_that_reserves_ports_before_parsing_leaks_the_offers_it_refuses(
+        tmp_path: Path):
+    outcome = run(tmp_path, "relay-broken", "services.media=relay", broken=True,
+                  patch=CALL_BEFORE_SDP)
+    assert outcome.verdict == "fail"
+    sent = hostile_of(outcome).sent
+    orphans = check(outcome, "no_orphan_sessions")
+    # every offer the relay refuses in its parser: no c= line, a host name
+    assert orphans.observed == sent["sdp_no_connection"] + sent["sdp_hostname"]
+    assert "sdp-no-connection" in orphans.detail or "sdp-hostname" in orphans.detail
+    assert check(outcome, "relay_alive").passed and check(outcome, "calls_completed").passed
