@@ -38,8 +38,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=10, help="runs per engine and duration")
     parser.add_argument("--old-rev", default=None,
                         help="revision with the old engine (default: the last one with it)")
+    parser.add_argument("--engines", default="old,new", help="old, new or both")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not args.engines or set(args.engines) - {"old", "new"}:
+        parser.error("--engines takes old, new or old,new")
     try:
         args.durations = [float(d) for d in args.durations.split(",")]
     except ValueError:
@@ -92,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     runs = []
     with tempfile.TemporaryDirectory(prefix="reproduce.") as work:
-        trees = {"old": export(rev, Path(work) / "old"), "new": ROOT}
+        trees = {"old": export(rev, Path(work) / "old")} if "old" in args.engines else {}
+        if "new" in args.engines:
+            trees["new"] = ROOT
         for repeat in range(args.runs):
             for duration in args.durations:
                 for engine, tree in trees.items():  # alternated: the same load for both
@@ -103,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"{engine} {duration:g} s: exit {code} (load {load[0]:.1f})",
                           file=sys.stderr, flush=True)
     rows = []
-    for engine in ("old", "new"):
+    for engine in args.engines:
         for duration in args.durations:
             mine = [r for r in runs if r["engine"] == engine and r["duration"] == duration]
             valid = [r for r in mine if r["exit"] in (0, 1)]
