@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.atomic import write_json_atomic, write_text_atomic
-from rig.errors import UsageError
+from rig.errors import UsageError, quote, shorten
 from rig.services import matrix_counters
 from rig.summary import Summary
 
@@ -59,12 +59,12 @@ def parse_axis(text: str) -> Axis:
     key = key.strip()
     values = tuple(v.strip() for v in raw.split(","))
     if not sep or not AXIS_KEY.match(key):
-        raise UsageError(f"--axis {text!r}: expected KEY.PATH=V1,V2 "
+        raise UsageError(f"--axis {quote(text)}: expected KEY.PATH=V1,V2 "
                          f"(e.g. services.kamailio.shm_manager=qm,fm,tlsf)")
     if not all(values):
-        raise UsageError(f"--axis {key}: empty value in {raw!r}")
+        raise UsageError(f"--axis {shorten(key)}: empty value in {quote(raw)}")
     if len(set(values)) != len(values):
-        raise UsageError(f"--axis {key}: a value is listed twice in {raw!r}")
+        raise UsageError(f"--axis {shorten(key)}: a value is listed twice in {quote(raw)}")
     return Axis(key, values)
 
 

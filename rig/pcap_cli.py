@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rig.errors import UsageError
+from rig.errors import UsageError, quote
 
 
 def add_parsers(sub: Any) -> None:
@@ -40,7 +40,7 @@ def cmd_pcap(args: argparse.Namespace) -> int:
             print(f"  {call.call_id}  {call.outcome}  {len(call.sip)} SIP, {len(call.ng)} NG")
         return 0
     if args.call not in calls:
-        raise UsageError(f"call {args.call!r} is not in {path} ({len(calls)} calls; "
+        raise UsageError(f"call {quote(args.call)} is not in {path} ({len(calls)} calls; "
                          "`rig pcap RUN` lists them)")
     call = calls[args.call]
     if args.out is None:

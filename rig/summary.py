@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rig.atomic import write_json_atomic
-from rig.errors import UsageError
+from rig.errors import UsageError, quote
 
 SCHEMA_VERSION = 2
 SUMMARY_SCHEMA_PATH = Path(__file__).with_name("summary.schema.json")
@@ -277,7 +277,7 @@ def migrate(data: dict[str, Any], source: str) -> dict[str, Any]:
     version = data.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool) or not (
             1 <= version <= SCHEMA_VERSION):
-        raise UsageError(f"{source}: schema_version {version!r}: this rig reads summaries of "
+        raise UsageError(f"{source}: schema_version {quote(version)}: this rig reads summaries of "
                          f"version 1 to {SCHEMA_VERSION}")
     while version < SCHEMA_VERSION:
         data = MIGRATIONS[version](data)

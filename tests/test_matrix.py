@@ -242,3 +242,10 @@ def test_load_start_is_before_every_later_sample(now):
     later = [now, now + 1e-7, now + 4e-5, now + 1e-3]
     assert all(round(t, 4) > start for t in later)
     assert now - start < 3e-4
+
+
+@pytest.mark.parametrize("axis", ["load.cps=" + "5," * 5000, "x" * 5000, "load.cps=1,," * 2000])
+def test_an_axis_error_quotes_a_long_value_short(axis: str):
+    with pytest.raises(UsageError) as caught:
+        parse_axis(axis)
+    assert len(str(caught.value)) < 300

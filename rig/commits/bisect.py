@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from rig.atomic import savefig_atomic, write_json_atomic
 from rig.commits.worktree import Commit, checkout, first_parent_range, repo_root
-from rig.errors import InfraError, ScenarioError, UsageError
+from rig.errors import InfraError, ScenarioError, UsageError, quote
 from rig.runner import RunOutcome, RunRequest
 
 STATE_SCHEMA = 1
@@ -163,7 +163,7 @@ def read_state(path: Path, args: dict[str, Any]) -> BisectState | None:
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{path} is not a bisect state file ({exc}); move it away") from exc
     if data.get("schema_version") != STATE_SCHEMA:
-        raise UsageError(f"{path}: schema_version {data.get('schema_version')!r} "
+        raise UsageError(f"{path}: schema_version {quote(data.get('schema_version'))} "
                          f"is not {STATE_SCHEMA}")
     if saved_args != args:
         changed = sorted(k for k in args if saved_args.get(k) != args[k])

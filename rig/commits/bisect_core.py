@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rig.errors import UsageError
+from rig.errors import UsageError, quote
 
 SCHEMA_VERSION = 1
 _TINY = 1e-300  # stands in for 0 inside logarithms, so 0 * log(0) stays 0, not nan
@@ -352,7 +352,7 @@ class BisectSearch:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BisectSearch:
         if d.get("schema_version") != SCHEMA_VERSION:
-            raise BisectError(f"bisect state: schema_version {d.get('schema_version')!r} "
+            raise BisectError(f"bisect state: schema_version {quote(d.get('schema_version'))} "
                               f"is not {SCHEMA_VERSION}")
         try:
             search = cls(n=int(d["n"]), confidence=float(d["confidence"]),
