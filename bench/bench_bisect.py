@@ -5,6 +5,11 @@ p when i >= culprit and with the false-alarm probability f otherwise. The algori
 see p or f (repeat-k is the exception: it is told p, which is its best case). All searches
 of a cell share their culprits across algorithms (common random numbers).
 
+git-bayesect runs twice in every (p, f) cell: with its defaults (Jeffreys Beta(0.5, 0.5) on
+both failure rates) and with a prior on false alarms as informed as the rig's, Beta(0.5, 90):
+mean 0.55%, the mean of the rig's false-alarm grid (half its weight on none). Its prior on
+p stays Jeffreys, its own choice (the rig's log-uniform grid has no Beta counterpart).
+
     python bench/bench_bisect.py                 # 1,000 searches per cell
     python bench/bench_bisect.py --quick         # 100 searches per cell
     python bench/bench_bisect.py --searches 2000 --jobs 2
@@ -38,8 +43,28 @@ MAIN_PS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
 MAIN_F = 0.005
 ISSUE_CELLS = ((0.3, 0.0), (0.3, 0.01), (0.1, 0.0), (0.1, 0.01))
 HIGH_F_CELLS = ((0.3, 0.01), (0.5, 0.01), (0.7, 0.01))
+# every (p, f) the rig is measured at, each also run by both git-bayesect variants
+ALL_CELLS = tuple(dict.fromkeys([(p, MAIN_F) for p in MAIN_PS] + list(ISSUE_CELLS)
+                                + list(HIGH_F_CELLS)))
 
 Oracle = Callable[[int], bool]
+
+
+@dataclass(frozen=True)
+class BayesectPrior:
+    """git-bayesect's Beta priors: `new` on runs at or after the culprit (p), `old` before
+    it (f, the false alarms)."""
+
+    alpha_new: float = 0.5
+    beta_new: float = 0.5
+    alpha_old: float = 0.5
+    beta_old: float = 0.5
+
+
+BAYESECT_PRIORS = {
+    "git-bayesect": BayesectPrior(),  # its defaults
+    "git-bayesect-informed": BayesectPrior(alpha_old=0.5, beta_old=90.0),
+}
 
 
 @dataclass(frozen=True)
@@ -85,13 +110,14 @@ def run_ours(n: int, oracle: Oracle, max_batch: int) -> tuple[int, Outcome]:
     return lo, Outcome(False, search.total_runs, checkouts, prob)
 
 
-def run_bayesect(n: int, oracle: Oracle) -> tuple[int, Outcome]:
+def run_bayesect(n: int, oracle: Oracle, beta: BayesectPrior) -> tuple[int, Outcome]:
     from git_bayesect import Bisector
 
     # git-bayesect indexes from the newest commit; its B is the oldest bad commit
     prior = np.ones(n)
     prior[n - 1] = 0.0  # our commit 0 is known good: same knowledge as ours
-    bisector = Bisector(prior)
+    bisector = Bisector(prior, alpha_new=beta.alpha_new, beta_new=beta.beta_new,
+                        alpha_old=beta.alpha_old, beta_old=beta.beta_old)
     runs = checkouts = 0
     last = None
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -164,8 +190,8 @@ def one_search(task: tuple[str, int, float, float, int, int]) -> Outcome:
     oracle = oracle_for(rng, culprit, p, f)
     if algorithm == "rig":
         answer, outcome = run_ours(N_COMMITS, oracle, max_batch=param)
-    elif algorithm == "git-bayesect":
-        answer, outcome = run_bayesect(N_COMMITS, oracle)
+    elif algorithm in BAYESECT_PRIORS:
+        answer, outcome = run_bayesect(N_COMMITS, oracle, BAYESECT_PRIORS[algorithm])
     else:
         answer, outcome = run_repeat_k(N_COMMITS, oracle, k=param)
     return Outcome(answer == culprit, outcome.runs, outcome.checkouts, outcome.claimed)
@@ -203,15 +229,19 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def main_table(ours: list[Cell], theirs: list[Cell]) -> str:
+def main_table(ours: list[Cell], default: list[Cell], informed: list[Cell]) -> str:
+    """The rig beside git-bayesect with its defaults and with the informed prior."""
     rows = []
-    for a, b in zip(ours, theirs, strict=True):
-        rows.append([f"{a.p}", f"{a.accuracy:.1%}", f"{a.mean_claimed:.4f}", f"{a.mean_runs:.1f}",
-                     f"{a.p95_runs:.0f}", f"{a.mean_checkouts:.1f}", f"{b.accuracy:.1%}",
-                     f"{b.mean_runs:.1f}", f"{b.p95_runs:.0f}",
-                     f"{a.mean_runs / b.mean_runs:.2f}"])
-    return table(["p", "rig acc", "rig claimed", "rig mean runs", "rig p95", "rig checkouts",
-                  "bayesect acc", "bayesect mean", "bayesect p95", "rig/bayesect"], rows)
+    for a, b, c in zip(ours, default, informed, strict=True):
+        rows.append([f"{a.p}", f"{a.f}", f"{a.accuracy:.1%}", f"{a.mean_claimed:.4f}",
+                     f"{a.mean_runs:.1f}", f"{a.p95_runs:.0f}", f"{a.mean_checkouts:.1f}",
+                     f"{b.accuracy:.1%}", f"{b.mean_runs:.1f}", f"{b.p95_runs:.0f}",
+                     f"{c.accuracy:.1%}", f"{c.mean_runs:.1f}", f"{c.p95_runs:.0f}",
+                     f"{a.mean_runs / b.mean_runs:.2f}", f"{a.mean_runs / c.mean_runs:.2f}"])
+    return table(["p", "f", "rig acc", "rig claimed", "rig mean", "rig p95", "rig checkouts",
+                  "default acc", "default mean", "default p95",
+                  "informed acc", "informed mean", "informed p95",
+                  "rig/default", "rig/informed"], rows)
 
 
 def issue_table(ours: list[Cell], repeat: list[Cell], ks: list[int]) -> str:
@@ -241,6 +271,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--max-batch", type=int, default=4, help="rig: runs per checkout, at most")
     parser.add_argument("--no-bayesect", action="store_true", help="skip git-bayesect")
+    parser.add_argument("--no-repeat-k", action="store_true",
+                        help="skip repeat-k and the runs-per-checkout cells")
     args = parser.parse_args(argv)
     if args.quick:
         args.searches = 100
@@ -263,20 +295,30 @@ def main(argv: list[str]) -> int:
     sections: list[str] = []
     cells: list[Cell] = []
     started = time.monotonic()
+    load_before = os.getloadavg()
     with multiprocessing.Pool(args.jobs) as pool:
-        def cell(algorithm: str, param: int, p: float, f: float) -> Cell:
-            result = run_cell(pool, algorithm, param, p, f, args.searches, args.seed)
-            cells.append(result)
-            return result
+        measured: dict[tuple[str, int, float, float], Cell] = {}
 
-        ours = [cell("rig", args.max_batch, p, MAIN_F) for p in MAIN_PS]
+        def cell(algorithm: str, param: int, p: float, f: float) -> Cell:
+            key = (algorithm, param, p, f)
+            if key not in measured:  # a cell in two tables is measured once
+                measured[key] = run_cell(pool, algorithm, param, p, f, args.searches, args.seed)
+                cells.append(measured[key])
+            return measured[key]
+
+        ours = [cell("rig", args.max_batch, p, f) for p, f in ALL_CELLS]
         if use_bayesect:
-            theirs = [cell("git-bayesect", 0, p, MAIN_F) for p in MAIN_PS]
-            sections.append(f"### {N_COMMITS} commits, f = {MAIN_F}, stop at {CONFIDENCE}\n\n"
-                            + main_table(ours, theirs))
+            default = [cell("git-bayesect", 0, p, f) for p, f in ALL_CELLS]
+            informed = [cell("git-bayesect-informed", 0, p, f) for p, f in ALL_CELLS]
+            sections.append(
+                f"### {N_COMMITS} commits, stop at {CONFIDENCE}: the rig vs git-bayesect 1.2 "
+                "with its defaults (Beta(0.5, 0.5) on p and f) and informed (Beta(0.5, 90) "
+                "on f)\n\n" + main_table(ours, default, informed))
         else:
             sections.append("### git-bayesect not installed (pip install git-bayesect==1.2)\n\n"
                             + simple_table(ours))
+        if args.no_repeat_k:
+            return finish(args, started, load_before, sections, cells)
 
         ks = [tune_k(N_COMMITS, p, CONFIDENCE) for p, _ in ISSUE_CELLS]
         ours_issue = [cell("rig", args.max_batch, p, f) for p, f in ISSUE_CELLS]
@@ -295,18 +337,28 @@ def main(argv: list[str]) -> int:
         sections.append("### 1% false alarms, and the cost of runs per checkout (max_batch "
                         f"1, {args.max_batch} above, 8)\n\n" + simple_table(high_f + single))
 
+    return finish(args, started, load_before, sections, cells)
+
+
+def finish(args: argparse.Namespace, started: float, load_before: tuple[float, ...],
+           sections: list[str], cells: list[Cell]) -> int:
+    machine = {"cpus": os.cpu_count(), "loadavg_before": list(load_before),
+               "loadavg_after": list(os.getloadavg())}
     text = (f"Bisect benchmark: {args.searches} searches per cell, seed {args.seed}, "
-            f"{time.monotonic() - started:.0f} s on {args.jobs} jobs\n\n" + "\n\n".join(sections))
+            f"{time.monotonic() - started:.0f} s on {args.jobs} jobs, {machine['cpus']} CPUs, "
+            f"load average {load_before[0]:.1f} before, {machine['loadavg_after'][0]:.1f} after"
+            "\n\n" + "\n\n".join(sections))
     print(text)
-    save(text, cells, args)
+    save(text, cells, args, machine)
     return 0
 
 
-def save(text: str, cells: list[Cell], args: argparse.Namespace) -> None:
+def save(text: str, cells: list[Cell], args: argparse.Namespace, machine: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    payload = {"schema_version": 1, "n_commits": N_COMMITS, "confidence": CONFIDENCE,
+    payload = {"schema_version": 2, "n_commits": N_COMMITS, "confidence": CONFIDENCE,
                "searches": args.searches, "seed": args.seed, "max_batch": args.max_batch,
-               "cells": [asdict(c) for c in cells]}
+               "bayesect_priors": {name: asdict(prior) for name, prior in BAYESECT_PRIORS.items()},
+               "machine": machine, "cells": [asdict(c) for c in cells]}
     for name, content in (("bisect.json", json.dumps(payload, indent=2)), ("bisect.md", text)):
         tmp = OUT / f".{name}.tmp"
         tmp.write_text(content + "\n")
