@@ -1,11 +1,15 @@
 """rtpengine: sipwise's media relay, Debian's `rtpengine-daemon` (containers/rtpengine).
 
-Userspace only (`--table=-1`): no kernel module, so no pins, but sessions and NG
-statistics. It never reads the host's /etc/rtpengine.
+Userspace by default (`table: -1`): no kernel module, so no pins, but sessions, NG
+statistics and the memory map's shard estimate. With `table: N` (N >= 0, local target, as
+root, the module loaded) it forwards through kernel table N and the rig reads
+/proc/rtpengine/N/status with the kmod model's parser, so the pin checks apply unchanged.
+It never reads the host's /etc/rtpengine.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -14,6 +18,7 @@ from typing import Any
 
 from pydantic import Field
 
+from rig.errors import InfraError, UsageError
 from rig.probes import Probe
 from rig.probes.logs import parse_rtpengine_line
 from rig.services import LogParser, MediaSettings, OwnBuildSettings, Peak, Site
@@ -22,6 +27,8 @@ from rig.topology.wait import NgPing
 
 NG_PORT = 2223
 CLI_PORT = 9900
+MAX_TABLE = 63
+PROC_RTPENGINE = Path("/proc/rtpengine")
 
 
 class RtpengineSettings(MediaSettings, OwnBuildSettings):
@@ -30,6 +37,29 @@ class RtpengineSettings(MediaSettings, OwnBuildSettings):
     delete_delay: int = Field(
         default=0, ge=0, le=3600, description="seconds a deleted call lingers (rtpengine: 30)"
     )
+    table: int = Field(default=-1, ge=-1, le=MAX_TABLE,
+                       description="kernel forwarding table; -1: userspace only (no module)")
+
+    def check_target(self, name: str, target: str) -> None:
+        super().check_target(name, target)
+        if self.table >= 0 and target != "local":
+            raise UsageError(f"services.{name}.table {self.table} needs the local target "
+                             "(the kernel module's /proc/rtpengine, as root)")
+
+
+def kernel_table_problem(table: int, proc: Path, euid: int) -> str | None:
+    """Why rtpengine cannot use kernel table `table` here (module not loaded, not root),
+    in one line; None when it can or when it runs in userspace (-1)."""
+    if table < 0:
+        return None
+    reasons = []
+    if not (proc / "control").exists():
+        reasons.append(f"the rtpengine kernel module is not loaded (no {proc / 'control'}; "
+                       "modprobe xt_RTPENGINE)")
+    if euid != 0:
+        reasons.append(f"the rig is not root (uid {euid}); rtpengine opens its kernel table "
+                       "as root")
+    return f"services.rtpengine.table {table}: {' and '.join(reasons)}" if reasons else None
 
 
 def rtpengine_options(settings: Any, site: Site) -> list[str]:
@@ -39,7 +69,9 @@ def rtpengine_options(settings: Any, site: Site) -> list[str]:
     return [
         "--foreground", "--log-stderr",
         "--config-file=none",  # never read the host's /etc/rtpengine
-        "--table=-1",  # userspace only: no kernel module, so no pins
+        f"--table={settings.table}",
+        # a kernel table that cannot be opened is an error, not a silent userspace run
+        *(["--no-fallback"] if settings.table >= 0 else []),
         f"--interface={host}",
         f"--listen-ng={host}:{endpoints.ng_port}",
         f"--listen-cli={host}:{CLI_PORT}",
@@ -75,6 +107,8 @@ class Rtpengine:
     parse_version: Callable[[str], str | None] | None = parse_rtpengine_version
 
     def local_spec(self, settings: Any, site: Site, source: Path) -> ServiceSpec:
+        if problem := kernel_table_problem(settings.table, PROC_RTPENGINE, os.geteuid()):
+            raise InfraError(problem)
         return ServiceSpec(
             name="rtpengine",
             argv=[settings.executable("rtpengine"), *rtpengine_options(settings, site)],
@@ -88,14 +122,19 @@ class Rtpengine:
                        argv=rtpengine_options(settings, site), image=image)
 
     def probes(self, settings: Any, site: Site, running: RunningService) -> list[Probe]:
+        from rig.probes.kmod import KmodStatusProbe
         from rig.probes.maps import MapsShardProbe
         from rig.probes.proc import ProcessProbe
         from rig.probes.rtpengine import RtpengineNgProbe
 
         # NG statistics (bufferpools from mr26.1 on), and the shard estimate from the
         # daemon's memory map for the versions that do not report them
-        return [RtpengineNgProbe(site.endpoints.host, site.endpoints.ng_port),
-                ProcessProbe(running.pid, "rtpengine"), MapsShardProbe(running.pid)]
+        probes: list[Probe] = [RtpengineNgProbe(site.endpoints.host, site.endpoints.ng_port),
+                               ProcessProbe(running.pid, "rtpengine"),
+                               MapsShardProbe(running.pid)]
+        if settings.table >= 0:
+            probes.append(KmodStatusProbe.for_table(PROC_RTPENGINE, settings.table))
+        return probes
 
 
 SERVICE = Rtpengine()
