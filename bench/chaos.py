@@ -1,0 +1,269 @@
+"""Kills at random points: `rig run` SIGKILLed at a random moment, then `rig gc`, N times.
+
+Each round starts `rig run` of a short scenario with a runtime folder and a temporary
+folder of its own, SIGKILLs the rig process (only it: what it started is left to gc) at a
+moment drawn uniformly from [0, --window] seconds, runs `rig gc`, and counts what is left:
+processes started by that rig, containers of its runtime, network namespaces of its runs,
+git worktrees and temporary folders under its temporary folder. The run folder must say
+`incomplete` or hold a whole summary (a verdict and the checks); no folder at all is fine
+(killed before it was made), anything else is broken.
+
+    python bench/chaos.py                  # 50 rounds
+    python bench/chaos.py --rounds 10      # a quick look
+
+Prints a table and saves results/bench/chaos.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rig.topology.netns import namespace_name  # noqa: E402
+
+OUT = ROOT / "results" / "bench"
+SCENARIO = ROOT / "scenarios" / "pin-race.yaml"
+SHORT = ("duration=3", "settle=1", "bursts.every=1.0")
+RUN_TIMEOUT_S = 120  # a rig that outlives its kill this long is a finding, not a hang
+GC_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one kill left behind after `rig gc`."""
+
+    index: int
+    killed_at_s: float
+    exited_before_kill: bool
+    processes: int
+    containers: int | None  # None: no container engine to ask
+    namespaces: int | None  # None: no `ip` command
+    worktrees: int
+    temp_folders: int
+    run_folder: str  # incomplete | whole | none | broken
+    gc_exit: int
+
+
+def run_folder_state(folder: Path) -> str:
+    """`incomplete`, `whole` (a verdict and its checks), `none` (never made) or `broken`."""
+    summary = folder / "summary.json"
+    if not folder.exists():
+        return "none"
+    try:
+        data = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return "broken"
+    if data.get("verdict") == "incomplete":
+        return "incomplete"
+    whole = data.get("verdict") in ("pass", "fail", "error") and isinstance(
+        data.get("checks"), list)
+    return "whole" if whole else "broken"
+
+
+def processes_of(runtime: Path) -> int:
+    """Live processes started under this runtime folder (the rig's children, labelled or not)."""
+    count = 0
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("RIG_RUNTIME_DIR") == str(runtime):
+                count += 1
+        except psutil.Error:
+            continue
+    return count
+
+
+def containers_of(runtime: Path) -> int | None:
+    try:
+        from rig.errors import InfraError
+        from rig.topology.docker import RUNTIME_LABEL, connect
+
+        client = connect(None)
+    except (ImportError, InfraError):
+        return None
+    label = f"{RUNTIME_LABEL}={runtime}"
+    return len(client.containers.list(all=True, filters={"label": label}))
+
+
+def namespaces_of(run_ids: set[str]) -> int | None:
+    if shutil.which("ip") is None:
+        return None
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                            check=False).stdout.split()
+    ours = {namespace_name(run_id) for run_id in run_ids}
+    return sum(1 for name in listed if name in ours)
+
+
+def worktrees_under(folder: Path) -> int:
+    listed = subprocess.run(["git", "-C", str(ROOT), "worktree", "list", "--porcelain"],
+                            capture_output=True, text=True, check=False).stdout
+    paths = [line.split(" ", 1)[1] for line in listed.splitlines()
+             if line.startswith("worktree ")]
+    return sum(1 for path in paths if Path(path).resolve().is_relative_to(folder.resolve()))
+
+
+def run_ids_of(runtime: Path, folder: Path) -> set[str]:
+    """The run ids of a round: from its run records (read before gc) and its run folder."""
+    ids = {path.stem for path in (runtime / "runs").glob("*.json")}
+    try:
+        ids.add(str(json.loads((folder / "summary.json").read_text())["run_id"]))
+    except (OSError, ValueError, KeyError):
+        pass
+    return ids
+
+
+def one_round(index: int, base: Path, delay: float) -> Round:
+    runtime, tmp, out = base / f"runtime-{index}", base / f"tmp-{index}", base / f"out-{index}"
+    tmp.mkdir(parents=True)
+    env = {**os.environ, "RIG_RUNTIME_DIR": str(runtime), "TMPDIR": str(tmp)}
+    sets = [arg for value in SHORT for arg in ("--set", value)]
+    rig = subprocess.Popen(
+        [sys.executable, "-m", "rig.cli", "run", str(SCENARIO), "--out", str(out / "run"),
+         "--no-progress", *sets],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        exited = _wait(rig, delay)
+        if not exited:
+            rig.send_signal(signal.SIGKILL)
+        rig.wait(RUN_TIMEOUT_S)
+    finally:
+        if rig.poll() is None:
+            rig.kill()
+            rig.wait()
+    run_ids = run_ids_of(runtime, out / "run")
+    gc = subprocess.run([sys.executable, "-m", "rig.cli", "gc"], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=GC_TIMEOUT_S, check=False)
+    return Round(
+        index=index, killed_at_s=round(delay, 3), exited_before_kill=exited,
+        processes=processes_of(runtime), containers=containers_of(runtime),
+        namespaces=namespaces_of(run_ids), worktrees=worktrees_under(tmp),
+        temp_folders=len(list(tmp.iterdir())), run_folder=run_folder_state(out / "run"),
+        gc_exit=gc.returncode)
+
+
+def _wait(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    """True if the process ended by itself within `seconds`."""
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Totals:
+    rounds: int
+    killed_mid_run: int
+    processes: int
+    containers: int | None
+    namespaces: int | None
+    worktrees: int
+    temp_folders: int
+    incomplete: int
+    whole: int
+    no_folder: int
+    broken: int
+    gc_failures: int
+
+
+def _sum_known(values: list[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def totals(rounds: list[Round]) -> Totals:
+    states = [r.run_folder for r in rounds]
+    return Totals(
+        rounds=len(rounds), killed_mid_run=sum(not r.exited_before_kill for r in rounds),
+        processes=sum(r.processes for r in rounds),
+        containers=_sum_known([r.containers for r in rounds]),
+        namespaces=_sum_known([r.namespaces for r in rounds]),
+        worktrees=sum(r.worktrees for r in rounds),
+        temp_folders=sum(r.temp_folders for r in rounds),
+        incomplete=states.count("incomplete"), whole=states.count("whole"),
+        no_folder=states.count("none"), broken=states.count("broken"),
+        gc_failures=sum(r.gc_exit != 0 for r in rounds))
+
+
+def table(total: Totals) -> str:
+    def shown(value: int | None) -> str:
+        return "n/a" if value is None else str(value)
+
+    rows = [
+        ("rounds (killed mid-run)", f"{total.rounds} ({total.killed_mid_run})"),
+        ("processes left", str(total.processes)),
+        ("containers left", shown(total.containers)),
+        ("network namespaces left", shown(total.namespaces)),
+        ("worktrees left", str(total.worktrees)),
+        ("temporary folders left", str(total.temp_folders)),
+        ("run folders: incomplete / whole / none / broken",
+         f"{total.incomplete} / {total.whole} / {total.no_folder} / {total.broken}"),
+        ("rig gc failures", str(total.gc_failures)),
+    ]
+    lines = ["| after SIGKILL and rig gc | count |", "|---|---|"]
+    return "\n".join(lines + [f"| {name} | {value} |" for name, value in rows])
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--window", type=float, default=12.0,
+                        help="kill at a moment uniform in [0, WINDOW] seconds after the start")
+    parser.add_argument("--seed", type=int, default=20261202)
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.window <= 0:
+        parser.error("--rounds must be >= 1 and --window > 0")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    rng = random.Random(args.seed)
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    rounds: list[Round] = []
+    with tempfile.TemporaryDirectory(prefix="rig-chaos-") as base:
+        for index in range(args.rounds):
+            result = one_round(index, Path(base), rng.uniform(0.0, args.window))
+            rounds.append(result)
+            print(f"  round {index}: killed at {result.killed_at_s:.2f} s, "
+                  f"folder {result.run_folder}, processes {result.processes}, "
+                  f"temp folders {result.temp_folders}", file=sys.stderr, flush=True)
+    total = totals(rounds)
+    machine = {"cpus": os.cpu_count(), "loadavg_before": list(load_before),
+               "loadavg_after": list(os.getloadavg())}
+    text = (f"Chaos: {args.rounds} SIGKILLs of `rig run` ({SCENARIO.name}, "
+            f"{', '.join(SHORT)}) at a moment uniform in [0, {args.window:g}] s, then rig gc; "
+            f"{time.monotonic() - started:.0f} s, load average {load_before[0]:.1f} before, "
+            f"{machine['loadavg_after'][0]:.1f} after\n\n" + table(total))
+    print(text)
+    save({"schema_version": 1, "scenario": SCENARIO.name, "overrides": list(SHORT),
+          "window_s": args.window, "seed": args.seed, "machine": machine,
+          "totals": asdict(total), "rounds": [asdict(r) for r in rounds]})
+    return 0
+
+
+def save(payload: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = OUT / ".chaos.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(OUT / "chaos.json")
+    print(f"saved: {OUT / 'chaos.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
