@@ -53,8 +53,8 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def run(coro: Awaitable[Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
+def run(coro: Awaitable[Any], bound: float = 20.0) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, bound))  # type: ignore[arg-type]
 
 
 class RawPeer(asyncio.DatagramProtocol):
@@ -528,6 +528,11 @@ class LossyShim(asyncio.DatagramProtocol):
         self.transport.sendto(data, target)
 
 
+# 1,000 calls at 500/s take 2 s; a call whose messages are lost twice takes a few more, and
+# SIPp on a busy 2-core machine falls behind its rate: a bound, not a measurement.
+LOSSY_BOUND = 50.0
+
+
 @asynccontextmanager
 async def lossy_shim(server: tuple[str, int], loss: float, seed: int = 11) -> AsyncIterator[
         tuple[LossyShim, tuple[str, int]]]:
@@ -579,11 +584,11 @@ def test_sipps_uac_completes_every_call_with_the_uas_through_5_percent_loss(
              "-default_behaviors", "all,-abortunexp"],
             tmp_path,
         ) as process:
-            await asyncio.wait_for(process.wait(), 20)
+            await asyncio.wait_for(process.wait(), LOSSY_BOUND)
             await until_idle(uas)
             return process.returncode, uas.counts, shim
 
-    code, counts, shim = run(main())
+    code, counts, shim = run(main(), LOSSY_BOUND + 10)
     assert shim.dropped > 0.02 * (shim.passed + shim.dropped)  # the loss did happen
     assert sipp_successful_calls(tmp_path / "screen.log") == calls
     assert code == 0
@@ -614,10 +619,10 @@ def test_the_uac_completes_every_call_with_sipps_uas_through_5_percent_loss(
                     await asyncio.sleep(max(0.0, started + i / rate - loop.time()))
                     placed.append(asyncio.ensure_future(uac.call(CallSpec(hold=0.05))))
                 results = await asyncio.gather(*placed)
-            await asyncio.wait_for(process.wait(), 20)
+            await asyncio.wait_for(process.wait(), LOSSY_BOUND)
             return process.returncode, results, shim
 
-    code, results, shim = run(main())
+    code, results, shim = run(main(), LOSSY_BOUND + 10)
     assert shim.dropped > 0.02 * (shim.passed + shim.dropped)
     assert [r.reason for r in results if not r.completed] == []
     assert code == 0
