@@ -5,12 +5,13 @@
 # Without one, a minimal Debian bookworm tree comes from the configured Debian mirror
 # (debootstrap) and is imported as an image. Idempotent: does nothing when the image exists.
 #
-# Usage: make-base.sh [TAG]            (default rig-base:bookworm)
-# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian), SUITE (default bookworm)
+# Usage: make-base.sh [TAG]            (default rig-base:$SUITE)
+# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian),
+#              SUITE (bookworm, trixie or sid; default bookworm)
 set -euo pipefail
 
-tag="${1:-rig-base:bookworm}"
 suite="${SUITE:-bookworm}"
+tag="${1:-rig-base:$suite}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 if docker image inspect "$tag" >/dev/null 2>&1; then
@@ -29,13 +30,20 @@ debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$root.log" 2>&1 \
     || { tail -20 "$root.log" >&2; rm -f "$root.log"; exit 3; }
 rm -f "$root.log"
 
-# apt inside image builds should see the point releases and security updates too.
-security="${mirror%/debian}/debian-security"
-cat >"$root/etc/apt/sources.list" <<SOURCES
+if [ "$suite" = sid ] || [ "$suite" = unstable ]; then
+    # sid has no -updates or -security suite, and the mirror's Release file for it can be
+    # past its Valid-Until date, which apt would otherwise refuse.
+    echo "deb $mirror $suite main" >"$root/etc/apt/sources.list"
+    echo 'Acquire::Check-Valid-Until "false";' >"$root/etc/apt/apt.conf.d/01-rig-sid-valid-until"
+else
+    # apt inside image builds should see the point releases and security updates too.
+    security="${mirror%/debian}/debian-security"
+    cat >"$root/etc/apt/sources.list" <<SOURCES
 deb $mirror $suite main
 deb $mirror $suite-updates main
 deb $security $suite-security main
 SOURCES
+fi
 # Small images: no docs, no man pages, no recommends, no apt caches.
 cat >"$root/etc/dpkg/dpkg.cfg.d/01-rig-nodoc" <<'NODOC'
 path-exclude /usr/share/doc/*
