@@ -8,6 +8,7 @@ to instead; a run folder whose summary.json still says `incomplete` tells them a
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
@@ -23,6 +24,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     ends normally, removed when it raises (a KeyboardInterrupt too)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
@@ -71,6 +73,34 @@ def savefig_atomic(fig: Any, path: Path, **kwargs: Any) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, **kwargs)
     return path
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files a killed writer of `path` left beside it: those named after
+    a process that is no longer alive (a live writer's file is left alone)."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = _writer_pid(tmp.name[len(path.name) + 2:])
+        if pid is not None and not _alive(pid):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _writer_pid(rest: str) -> int | None:
+    """`<pid>-<hex>.tmp` -> pid."""
+    head = rest.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_file(path: Path) -> None:

@@ -116,3 +116,13 @@ def test_a_writer_killed_half_way_leaves_the_old_file(tmp_path: Path):
     assert target.read_text() == "old"
     leftovers = [name for name in only_files(tmp_path) if name != "sweep.json"]
     assert len(leftovers) == 1 and leftovers[0].startswith(".sweep.json.")  # hidden, apart
+    # the next whole write of the same file removes what the killed writer left
+    write_text_atomic(target, "next")
+    assert only_files(tmp_path) == ["sweep.json"] and target.read_text() == "next"
+
+
+def test_a_live_writers_temporary_file_is_left_alone(tmp_path: Path):
+    live = tmp_path / f".series.json.{os.getpid()}-0badcafe.tmp"
+    live.write_text("being written")
+    write_text_atomic(tmp_path / "series.json", "whole")
+    assert live.exists()
