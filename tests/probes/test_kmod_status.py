@@ -6,18 +6,7 @@ from rig.probes import ProbeError
 from rig.probes.kmod import KmodStatusProbe, parse_kmod_status
 
 # The layout of /proc/rtpengine/<table>/status as the real module prints it (DESIGN.md).
-REAL_STATUS = """\
-Refcount:    2
-Opencount:   1
-Targets:     37
-Skb refs:    0
-Skb copies:  0
-Players:     0
-PStreams:    0
-Memory pins: 5
-Memory:      83886080
-Ring bufs:   0
-"""
+REAL_STATUS = (Path(__file__).parents[1] / "fixtures" / "kmod-status.txt").read_text()
 
 
 def test_parses_every_counter_of_the_real_layout():

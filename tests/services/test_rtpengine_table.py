@@ -15,18 +15,8 @@ from rig.services import Site, service
 from rig.services.rtpengine import RtpengineSettings, kernel_table_problem
 from rig.topology import Endpoints
 
-STATUS = """\
-Refcount:    2
-Opencount:   1
-Targets:     37
-Skb refs:    0
-Skb copies:  0
-Players:     0
-PStreams:    0
-Memory pins: 5
-Memory:      83886080
-Ring bufs:   0
-"""
+# the layout the real module prints, shared with the kmod status parser's tests
+STATUS = (Path(__file__).parents[1] / "fixtures" / "kmod-status.txt").read_text()
 
 
 @pytest.fixture(autouse=True)
