@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from rig.errors import UnsafeTargetError
 from rig.load.calls import CallResult, CallSpec, OfferRefused, Uac, Uas
+from rig.load.histogram import Histogram
+from rig.load.loadreport import LoadReport
 from rig.topology.destinations import LOOPBACK_ONLY, Destinations
 from rig.wire.offers import offer_problem
 from rig.wire.sdp import build_sdp, media_address
@@ -43,6 +45,7 @@ UAS_SETTLE = 1.0  # seconds the UAS may take to see the last ACKs after the UAC 
 ENDED_REMEMBERED = 100_000  # call-ids of ended calls kept for the orphan-session probe
 FIRE_MARGIN = 0.02  # seconds the burst senders get between the hand-over and the deadline
 SINK_WAIT_S = 0.5  # how long a burst's packets may take to reach the debug sink
+INVITE_200 = "invite_200"  # latency: the INVITE sent to its 200 OK received (answered calls)
 
 
 @dataclass(frozen=True)
@@ -87,20 +90,6 @@ class Targets:
     rtp_ports: tuple[int, int]
     proxy: tuple[str, int] | None = None
     ng: tuple[str, int] | None = None
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    calls_attempted: int
-    calls_completed: int
-    calls_failed: int
-    outcomes: Mapping[str, int]  # completed calls per outcome
-    cps_achieved: float  # calls attempted per second of load
-    rtp_sent: int
-    rtp_received: int
-    rtp_lost: int
-    jitter_ms_max: float
-    bursts: tuple[BurstResult, ...]  # one per burst fired
 
 
 def check_targets(targets: Targets, destinations: Destinations = LOOPBACK_ONLY) -> None:
@@ -157,6 +146,7 @@ class _Counts:
     failed: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    latency: dict[str, Histogram] = field(default_factory=dict)  # LATENCIES, by name
 
 
 @dataclass
@@ -184,7 +174,8 @@ class LoadDriver:
     `destinations` is the guard every send goes through (loopback only unless the user
     allowed more); the first refused address stops the run and `run()` raises it;
     `timers` sets the SIP timers;
-    `own_uas=False` leaves `targets.uas_port` to someone else's UAS (SIPp, another process).
+    `own_uas=False` leaves `targets.uas_port` to someone else's UAS (SIPp, another process);
+    `call_id_prefix` starts every Call-ID (one generator process's own, rig/load/processes.py).
     """
 
     def __init__(
@@ -200,6 +191,7 @@ class LoadDriver:
         timers: SipTimers = DRIVER_TIMERS,
         uas_hangup_share: float = UAS_HANGUP_SHARE,
         own_uas: bool = True,
+        call_id_prefix: str = "",
     ) -> None:
         check_targets(targets, destinations)
         check_call_plan(calls)
@@ -210,6 +202,7 @@ class LoadDriver:
         self.on_event, self.timers = on_event, timers
         self.uas_hangup_share = uas_hangup_share
         self.own_uas = own_uas
+        self.call_id_prefix = call_id_prefix
         self._rng = random.Random(seed)
         # SDP session ids are drawn inside call tasks, whose order depends on timing: a
         # stream of their own keeps the seeded outcome mix independent of it.
@@ -251,8 +244,12 @@ class LoadDriver:
 
     # ---- the run ---------------------------------------------------------------------
 
-    async def run(self, duration: float) -> LoadReport:
-        """Make calls for `duration` seconds, then end the calls still up (bounded wait)."""
+    async def run(self, duration: float, origin: float | None = None) -> LoadReport:
+        """Make calls for `duration` seconds, then end the calls still up (bounded wait).
+
+        `origin` (loop.time(), CLOCK_MONOTONIC) is the instant the call schedule and the
+        bursts count from, by default now; generator processes share one, so their bursts
+        fire at the same instants."""
         if duration <= 0:
             raise ValueError(f"duration must be > 0, got {duration}")
         loop = asyncio.get_running_loop()
@@ -275,12 +272,12 @@ class LoadDriver:
             stack.callback(uac.close)
             self.on_event("load_start", {"cps": self.calls.cps, "duration": duration,
                                          "seed": self._seed})
-            started = loop.time()
+            started = loop.time() if origin is None else origin
             until = started + duration
             results: list[Any] = []
             jobs = [self._pace(media, started, until)]
             if self.bursts is not None and sender is not None:
-                jobs.append(self._run_bursts(media, sender, sink, until, results))
+                jobs.append(self._run_bursts(media, sender, sink, started, until, results))
             try:
                 await _until_done_or_halted(asyncio.gather(*jobs), self._halt)
                 load_seconds = loop.time() - started
@@ -378,6 +375,9 @@ class LoadDriver:
                 rtp_lost=int(totals.get("rtp_lost", 0)),
                 jitter_ms_max=float(totals.get("jitter_ms_max", 0.0)),
                 bursts=bursts,
+                seconds=seconds,
+                latency={name: _copy(h) for name, h in c.latency.items()},
+                failures=dict(c.failures),
             )
 
     # ---- regular calls -----------------------------------------------------------------
@@ -444,7 +444,7 @@ class LoadDriver:
     async def _call(self, media: Any, spec: CallSpec, burst: _Burst | None) -> None:
         uac = self._uac
         assert uac is not None
-        call_id, from_tag = uac.new_call_id(), uac.new_tag()
+        call_id, from_tag = self.call_id_prefix + uac.new_call_id(), uac.new_tag()
         ports: list[int] = []
         to_tag: str | None = None
         offered = False
@@ -454,6 +454,7 @@ class LoadDriver:
         async def answered(tag: str, sdp: str) -> None:
             nonlocal to_tag
             to_tag = tag
+            self._latency(INVITE_200, asyncio.get_running_loop().time() - invited)
             answer = await media.answer(call_id, from_tag, tag, sdp)
             await self._start_media(call_id, ports, answer, burst)
 
@@ -461,6 +462,7 @@ class LoadDriver:
             offer = self._offer_sdp(call_id, ports)
             offered = True
             offer = await media.offer(call_id, from_tag, offer)
+            invited = asyncio.get_running_loop().time()
             result = await uac.call(spec, offer, answered, call_id=call_id, from_tag=from_tag)
         except asyncio.CancelledError:
             reason = "still up when the load stopped"
@@ -539,6 +541,10 @@ class LoadDriver:
         if side is not None and self._engine is not None:
             self._engine.close_endpoint(side[0])
 
+    def _latency(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self._counts.latency.setdefault(name, Histogram()).record(max(0.0, seconds))
+
     def _begin(self) -> None:
         with self._lock:
             self._counts.attempted += 1
@@ -563,12 +569,10 @@ class LoadDriver:
     # ---- bursts ----------------------------------------------------------------------
 
     async def _run_bursts(self, media: Any, sender: BurstSender, sink: TimestampSink | None,
-                          until: float, out: list[Any]) -> None:
+                          start: float, until: float, out: list[Any]) -> None:
         plan = self.bursts
         assert plan is not None
-        loop = asyncio.get_running_loop()
         index = 0
-        start = loop.time()
         while plan.count is None or index < plan.count:
             at = start + plan.first_at + index * plan.every
             if at >= until:
@@ -654,6 +658,12 @@ async def _until_done_or_halted(job: Awaitable[Any], halt: asyncio.Event) -> Non
         await asyncio.gather(work, halted, return_exceptions=True)
     if not halt.is_set():
         work.result()
+
+
+def _copy(histogram: Histogram) -> Histogram:
+    out = Histogram()
+    out.add(histogram)
+    return out
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -18,6 +18,7 @@ def load_numbers(report: Any, snapshot: dict[str, float], seconds: float) -> dic
             "rtp_lost": report.rtp_lost,
             "jitter_ms_max": report.jitter_ms_max,
             "bursts": list(report.bursts),
+            "latency": {name: h.summary_ms() for name, h in sorted(report.latency.items())},
         }
     completed = snapshot.get("load.calls_completed", 0.0)
     failed = snapshot.get("load.calls_failed", 0.0)

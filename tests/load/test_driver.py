@@ -107,10 +107,31 @@ def test_a_mix_without_media_is_counted_exactly_and_reproducible() -> None:
     assert stop["uas"] == {"invites": 40, "completed": 40, "failed": 0}
     assert driver.snapshot()["load.calls_active"] == 0
     assert driver.snapshot()["load.calls_completed"] == 40
+    invite_200 = report.latency["invite_200"]  # one sample per call that got its 200 OK
+    assert invite_200.count == report.outcomes["answered"]
+    assert 0 < invite_200.min_ns <= invite_200.max_ns < 1e9
     again, _, _ = drive(plan(), 1.0, seed=3)
     other, _, _ = drive(plan(), 1.0, seed=4)
     assert again.outcomes == report.outcomes
     assert other.outcomes != report.outcomes
+
+
+def test_every_call_id_starts_with_the_prefix_and_the_schedule_waits_for_the_origin() -> None:
+    recorder = Recorder()
+    driver = LoadDriver(plan(outcomes={"answered": 1.0}), None, targets(), recorder,
+                        timers=FAST, call_id_prefix="p1-")
+
+    async def later() -> tuple[LoadReport, float]:
+        loop = asyncio.get_running_loop()
+        origin = loop.time() + 0.5
+        report = await driver.run(0.5, origin=origin)
+        return report, loop.time() - origin
+
+    report, after_origin = run(later())
+    ended = driver.ended_call_ids()
+    assert len(ended) == report.calls_attempted == 20  # 40/s over the 0.5 s after the origin
+    assert all(call_id.startswith("p1-") for call_id in ended)
+    assert after_origin >= 0.5
 
 
 def test_concurrency_never_exceeds_the_cap() -> None:
