@@ -83,6 +83,16 @@ class LoadNumbers(_Open):
     rtp_sent: int | None = None
     rtp_received: int | None = None
     rtp_lost: int | None = None
+    # per stream, RFC 3550 (rig.wire.rtpstats), merged over streams and processes
+    rtp_streams: int | None = None
+    rtp_expected: int | None = None
+    rtp_duplicates: int | None = None
+    rtp_reordered: int | None = None
+    rtp_send_errors: int | None = None
+    rtp_invalid: int | None = None
+    rtp_loss_fraction: Number = None
+    jitter_ms_max: Number = None
+    jitter_ms_mean: Number = None
     outcomes: dict[str, int] = Field(default_factory=dict)
 
 

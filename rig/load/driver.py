@@ -25,6 +25,7 @@ from rig.load.histogram import Histogram
 from rig.load.loadreport import LoadReport
 from rig.topology.destinations import LOOPBACK_ONLY, Destinations
 from rig.wire.offers import offer_problem
+from rig.wire.rtpstats import RtpStats
 from rig.wire.sdp import build_sdp, media_address
 from rig.wire.sip import OUTCOMES
 from rig.wire.transaction import SipTimers
@@ -228,9 +229,9 @@ class LoadDriver:
                 "load.calls_completed": float(c.completed),
                 "load.calls_failed": float(c.failed),
             }
-        totals = self._rtp_totals()
-        values["load.rtp_sent"] = float(totals.get("rtp_sent", 0))
-        values["load.rtp_received"] = float(totals.get("rtp_received", 0))
+        rtp = self._rtp_stats()
+        values["load.rtp_sent"] = float(rtp.sent)
+        values["load.rtp_received"] = float(rtp.received)
         return values
 
     def ended_call_ids(self) -> set[str]:
@@ -238,9 +239,9 @@ class LoadDriver:
         with self._lock:
             return set(self._ended)
 
-    def _rtp_totals(self) -> dict[str, float]:
+    def _rtp_stats(self) -> RtpStats:
         engine = self._engine
-        return dict(engine.totals()) if engine is not None else {}
+        return engine.stats() if engine is not None else RtpStats()
 
     # ---- the run ---------------------------------------------------------------------
 
@@ -361,7 +362,7 @@ class LoadDriver:
         await _cancel_all(late)
 
     def _report(self, seconds: float, bursts: tuple[Any, ...]) -> LoadReport:
-        totals = self._rtp_totals()
+        rtp = self._rtp_stats()
         with self._lock:
             c = self._counts
             return LoadReport(
@@ -370,14 +371,15 @@ class LoadDriver:
                 calls_failed=c.failed,
                 outcomes=dict(c.outcomes),
                 cps_achieved=c.attempted / seconds if seconds > 0 else 0.0,
-                rtp_sent=int(totals.get("rtp_sent", 0)),
-                rtp_received=int(totals.get("rtp_received", 0)),
-                rtp_lost=int(totals.get("rtp_lost", 0)),
-                jitter_ms_max=float(totals.get("jitter_ms_max", 0.0)),
+                rtp_sent=rtp.sent,
+                rtp_received=rtp.received,
+                rtp_lost=rtp.lost,
+                jitter_ms_max=rtp.jitter_ms_max,
                 bursts=bursts,
                 seconds=seconds,
                 latency={name: _copy(h) for name, h in c.latency.items()},
                 failures=dict(c.failures),
+                rtp=rtp,
             )
 
     # ---- regular calls -----------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from rig.load.bursts import BurstResult
 from rig.load.histogram import Histogram, merge_named
+from rig.wire.rtpstats import RtpStats
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class LoadReport:
     seconds: float = 0.0  # how long the load ran
     latency: Mapping[str, Histogram] = field(default_factory=dict)  # e.g. invite_200
     failures: Mapping[str, int] = field(default_factory=dict)  # failed calls per reason
+    # every RTP counter (duplicates, reordering, jitter mean, ...); the rtp_* fields above
+    # are the same numbers under the names summaries have always had
+    rtp: RtpStats = field(default_factory=RtpStats)
 
 
 def merge_reports(reports: Sequence[LoadReport]) -> LoadReport:
@@ -54,6 +58,7 @@ def merge_reports(reports: Sequence[LoadReport]) -> LoadReport:
         seconds=seconds,
         latency=merge_named(r.latency for r in reports),
         failures=dict(_added(r.failures for r in reports)),
+        rtp=RtpStats.merged(r.rtp for r in reports),
     )
 
 

@@ -1,10 +1,18 @@
 """The rig's RTP endpoints: many UDP sockets on one host, paced G.711-style streams.
 
-One sender thread paces every running stream on a wheel of 1 ms slots: a stream sits in
-the slot of its phase and is sent once per turn of the wheel, so a whole slot's packets
-go out in one batch, and ticks follow absolute deadlines (start + n * slot), so pacing
-does not drift however late a tick runs. One receiver thread waits on epoll over every
-socket and keeps RFC 3550 statistics per endpoint.
+One I/O thread does all the sending and receiving. Running streams sit on a wheel of 1 ms
+slots, each in the slot of its phase, and are sent once per turn of the wheel: a slot's
+packets go out in one pass over their pre-built packets, in which only the sequence number
+and the timestamp are patched in place. Ticks follow absolute deadlines (start + n * slot),
+so pacing does not drift however late a tick runs. Between slots the thread waits on epoll
+over every socket (the wait is its pacing sleep) and keeps RFC 3550 statistics, duplicates
+and reordering per endpoint (rig.wire.rtpstats).
+
+Why one thread and not a sender and a receiver: both are bound by system calls that hold
+the GIL between them, and two threads spend a measured ~half of their CPU handing it over
+(bench/bench_rtp.py). Why not sendmmsg, as the burst floor uses: each stream sends from its
+own port, and sendmmsg sends from one socket; one packet per socket per tick leaves nothing
+to batch on the receive side either.
 
 start_streams() sends each stream's first packet from the calling thread. For a burst,
 first_packets() builds them instead and a burst sender process (rig/load/burstsender.py)
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import random
 import select
 import socket
@@ -28,18 +37,22 @@ from rig.errors import InfraError
 from rig.topology.destinations import LOOPBACK_ONLY, Destinations
 from rig.wire.rtp import (
     HEADER,
+    HEADER_SIZE,
+    MARKER,
     RTP_VERSION,
+    SEQUENCE_TIMESTAMP,
     SILENCE_BYTE,
-    ReceiverStats,
     clock_rate,
+    packet_template,
     samples_per_packet,
 )
 from rig.wire.rtpplay import Recording
+from rig.wire.rtpstats import ReceiverStats, RtpStats, SourceStats
 
 SLOT_S = 0.001
 RECV_BUFFER = 2048
-POLL_TIMEOUT_S = 0.05
 IDLE_WAIT_S = 0.1
+CATCH_UP_SLOTS = 4  # slots sent in one go by a late I/O thread before it receives again
 SOCKET_BUFFER_BYTES = 1 << 18
 
 
@@ -47,9 +60,9 @@ SOCKET_BUFFER_BYTES = 1 << 18
 class _Stream:
     remote: tuple[str, int]
     ssrc: int
-    sequence: int
+    sequence: int  # of the next packet
     timestamp: int
-    packet: bytearray
+    packet: bytearray  # the template: header with this stream's SSRC, then the payload
     running: bool = False
     played: int = 0  # packets of a recording sent so far
     started: float = 0.0  # monotonic time of a played stream's first packet
@@ -63,6 +76,16 @@ class _Endpoint:
     stream: _Stream | None = None
     sent: int = 0
     next_tick: int = 0  # the wheel's bookkeeping while the stream runs
+    ssrc: int = -1  # the last source heard, and its statistics: one lookup fewer a packet
+    source: SourceStats | None = None
+
+    def rtp_stats(self) -> RtpStats:
+        stats = self.stats.stats()
+        return RtpStats(**{**_as_dict(stats), "sent": self.sent})
+
+
+def _as_dict(stats: RtpStats) -> dict[str, int]:
+    return {name: getattr(stats, name) for name in RtpStats.__dataclass_fields__}
 
 
 class Paced(Protocol):
@@ -114,16 +137,6 @@ def tick_at_or_after(t: float, t0: float, tick_s: float) -> int:
     return math.ceil((t - t0) / tick_s - 1e-9)
 
 
-@dataclass
-class _Closed:
-    """What closed endpoints leave behind in the totals."""
-
-    sent: int = 0
-    received: int = 0
-    lost: int = 0
-    jitter_ms_max: float = 0.0
-
-
 class MediaEngine:
     """RTP endpoints in a port range; sends every ptime for each running stream."""
 
@@ -149,19 +162,20 @@ class MediaEngine:
         self._rng = random.Random(seed)
         self._endpoints: dict[int, _Endpoint] = {}
         self._by_fd: dict[int, _Endpoint] = {}
-        self._closed = _Closed()
+        self._closed = RtpStats()  # what closed endpoints leave behind in the totals
         self._next_port = lo + (lo % 2)
         self.send_errors = 0
         self.invalid_packets = 0
-        self._lock = threading.Lock()  # endpoints, slots, stream registration
-        self._tx_lock = threading.Lock()  # one slot's sending vs (un)registering streams
-        self._rx_lock = threading.Lock()  # one receive batch vs closing endpoints
-        self._wake = threading.Event()
+        # endpoints, the wheel, one slot's sending, one receive batch vs (un)registering
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._epoll = select.epoll()
-        self._rx_buffer = bytearray(RECV_BUFFER)  # only the receiver thread touches it
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
+        self._rx_buffer = bytearray(RECV_BUFFER)  # only the I/O thread touches it
         self._t0 = time.monotonic()
-        self._threads: list[threading.Thread] = []
+        self._tick = 0  # the next slot to send
+        self._thread: threading.Thread | None = None
         # with a recording, every stream plays it (rig.wire.rtpplay) from a heap of
         # (due time, tie-break, endpoint) instead of sitting on the pacing wheel
         self.recording = recording
@@ -171,23 +185,22 @@ class MediaEngine:
     # --- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._threads:
+        if self._thread is not None:
             return
-        self._threads = [
-            threading.Thread(target=self._send_loop, name="rig-rtp-send", daemon=True),
-            threading.Thread(target=self._receive_loop, name="rig-rtp-recv", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._thread = threading.Thread(target=self._io_loop, name="rig-rtp", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
-        self._wake.set()
-        for thread in self._threads:
-            thread.join(5)
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(5)
         for port in list(self._endpoints):
             self.close_endpoint(port)
         self._epoll.close()
+        os.close(self._wake_fd)
 
     def __enter__(self) -> MediaEngine:
         self.start()
@@ -195,6 +208,9 @@ class MediaEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _wake(self) -> None:
+        os.eventfd_write(self._wake_fd, 1)
 
     # --- endpoints and streams ----------------------------------------------------------
 
@@ -204,7 +220,6 @@ class MediaEngine:
             sock, port = self._bind_free_port()
             endpoint = _Endpoint(port, sock, ReceiverStats(self._clock_rate))
             self._endpoints[port] = endpoint
-        with self._rx_lock:
             self._by_fd[sock.fileno()] = endpoint
             self._epoll.register(sock.fileno(), select.EPOLLIN)
         return port
@@ -241,12 +256,13 @@ class MediaEngine:
             endpoint = self._endpoint(local_port)
             if endpoint.stream is not None and endpoint.stream.running:
                 raise ValueError(f"RTP port {local_port}: stream already running")
+            ssrc = self._rng.getrandbits(32)
             endpoint.stream = _Stream(
                 remote=(remote[0], int(remote[1])),
-                ssrc=self._rng.getrandbits(32),
+                ssrc=ssrc,
                 sequence=self._rng.getrandbits(16),
                 timestamp=self._rng.getrandbits(32),
-                packet=bytearray(HEADER.size) + self._payload,
+                packet=packet_template(self.payload_type, ssrc, self._payload),
             )
 
     def start_streams(self, local_ports: Sequence[int]) -> None:
@@ -254,16 +270,16 @@ class MediaEngine:
         endpoints = [self._prepared(port) for port in local_ports]
         started = time.monotonic()
         for endpoint in endpoints:
-            self._send(endpoint, marker=True)
+            self._send_first(endpoint)
         first_tick = tick_at_or_after(started, self._t0, self._slot_s) + self._slots_per_turn
-        with self._tx_lock, self._lock:
+        with self._lock:
             for endpoint in endpoints:
                 stream = endpoint.stream
                 if stream is None or stream.running or endpoint.port not in self._endpoints:
                     continue  # closed or started meanwhile by another thread
                 stream.running = True
                 self._pace(endpoint, first_tick, started)
-        self._wake.set()
+        self._wake()
 
     def first_packets(
         self, local_ports: Sequence[int]
@@ -281,8 +297,8 @@ class MediaEngine:
                 stream = endpoint.stream if endpoint is not None else None
                 if endpoint is None or stream is None or stream.running:
                     continue
-                self._stamp(stream, marker=True)
-                out.append((port, endpoint.sock, bytes(stream.packet), stream.remote))
+                out.append((port, endpoint.sock, self._next_packet(stream, marker=True),
+                            stream.remote))
         return out
 
     def run_streams(self, local_ports: Sequence[int], sent_at: float,
@@ -291,7 +307,7 @@ class MediaEngine:
         ports in `refused` had theirs dropped by the kernel."""
         first_tick = tick_at_or_after(sent_at, self._t0, self._slot_s) + self._slots_per_turn
         dropped = set(refused)
-        with self._tx_lock, self._lock:
+        with self._lock:
             for port in local_ports:
                 endpoint = self._endpoints.get(port)
                 stream = endpoint.stream if endpoint is not None else None
@@ -303,12 +319,14 @@ class MediaEngine:
                     endpoint.sent += 1
                 stream.running = True
                 self._pace(endpoint, first_tick, sent_at)
-        self._wake.set()
+        self._wake()
 
     def _pace(self, endpoint: _Endpoint, first_tick: int, first_sent: float) -> None:
         """From its second packet on: the wheel, or the recording's own timing."""
         stream = endpoint.stream
         if self.recording is None or stream is None:
+            if not self._wheel:
+                self._tick = first_tick - self._slots_per_turn  # nothing to catch up on
             self._wheel.add(endpoint, first_tick)
             return
         stream.started = first_sent
@@ -334,14 +352,13 @@ class MediaEngine:
 
     def close_endpoint(self, local_port: int) -> None:
         """Stop sending and receiving on the port; its counts stay in totals()."""
-        with self._tx_lock, self._lock:
+        with self._lock:
             endpoint = self._endpoints.pop(local_port, None)
             if endpoint is None:
                 return
             if endpoint.stream is not None and endpoint.stream.running:
                 self._wheel.remove(endpoint)
                 endpoint.stream.running = False
-        with self._rx_lock:
             fd = endpoint.sock.fileno()
             self._by_fd.pop(fd, None)
             try:
@@ -349,33 +366,27 @@ class MediaEngine:
             except (OSError, ValueError):
                 pass  # the engine is stopping and the epoll is already closed
             endpoint.sock.close()
-            self._fold_into_closed(endpoint)
+            self._closed = self._closed.merge(endpoint.rtp_stats())
 
-    def _fold_into_closed(self, endpoint: _Endpoint) -> None:
-        closed = self._closed
-        closed.sent += endpoint.sent
-        closed.received += endpoint.stats.received
-        closed.lost += endpoint.stats.lost
-        closed.jitter_ms_max = max(closed.jitter_ms_max, endpoint.stats.jitter_ms)
+    # --- what it counted ----------------------------------------------------------------
+
+    def stats(self) -> RtpStats:
+        """Every endpoint's counts, open and closed, merged, with the engine's own errors."""
+        with self._lock:
+            parts = [self._closed, *(e.rtp_stats() for e in self._endpoints.values())]
+            errors, invalid = self.send_errors, self.invalid_packets
+        total = RtpStats.merged(parts)
+        return RtpStats(**{**_as_dict(total), "send_errors": errors, "invalid": invalid})
 
     def totals(self) -> dict[str, float]:
         """rtp_sent, rtp_received, rtp_lost, jitter_ms_max over open and closed endpoints."""
-        with self._rx_lock, self._lock:
-            open_ = list(self._endpoints.values())
-            closed = self._closed
-            return {
-                "rtp_sent": float(closed.sent + sum(e.sent for e in open_)),
-                "rtp_received": float(closed.received + sum(e.stats.received for e in open_)),
-                "rtp_lost": float(closed.lost + sum(e.stats.lost for e in open_)),
-                "jitter_ms_max": max([closed.jitter_ms_max, *(e.stats.jitter_ms for e in open_)]),
-            }
+        return _totals(self.stats())
 
     def endpoint_totals(self, local_port: int) -> dict[str, float]:
         """The same counters for one open endpoint."""
-        with self._rx_lock, self._lock:
-            e = self._endpoint(local_port)
-            return {"rtp_sent": float(e.sent), "rtp_received": float(e.stats.received),
-                    "rtp_lost": float(e.stats.lost), "jitter_ms_max": e.stats.jitter_ms}
+        with self._lock:
+            stats = self._endpoint(local_port).rtp_stats()
+        return _totals(stats)
 
     @property
     def running_streams(self) -> int:
@@ -385,113 +396,129 @@ class MediaEngine:
 
     # --- sending ------------------------------------------------------------------------
 
-    def _stamp(self, stream: _Stream, marker: bool = False) -> None:
-        """Write the next header into the stream's packet and move the stream on."""
+    def _next_packet(self, stream: _Stream, marker: bool = False) -> bytes:
+        """The stream's next packet as a copy, the stream moved on (first packets)."""
         if self.recording is not None:
-            self._stamp_played(stream, self.recording)
-            return
-        second = self.payload_type | (0x80 if marker else 0)
-        # the header is rewritten in place: no new packet object per send
-        HEADER.pack_into(stream.packet, 0, 0x80, second, stream.sequence, stream.timestamp,
-                         stream.ssrc)
+            return bytes(self._played_packet(stream, self.recording))
+        packet = bytearray(stream.packet)
+        SEQUENCE_TIMESTAMP.pack_into(packet, 2, stream.sequence, stream.timestamp)
+        if marker:
+            packet[1] |= MARKER
         stream.sequence = (stream.sequence + 1) & 0xFFFF
         stream.timestamp = (stream.timestamp + self._step) & 0xFFFFFFFF
+        return bytes(packet)
 
-    def _stamp_played(self, stream: _Stream, recording: Recording) -> None:
+    def _played_packet(self, stream: _Stream, recording: Recording) -> bytearray:
         """The recording's next packet, on the stream's own sequence and timestamp bases."""
         played = recording.packet(stream.played)
-        second = played.payload_type | (0x80 if played.marker else 0)
-        packet = bytearray(HEADER.size + len(played.payload))
-        HEADER.pack_into(packet, 0, 0x80, second, (stream.sequence + played.sequence_offset)
-                         & 0xFFFF, (stream.timestamp + played.ts_offset) & 0xFFFFFFFF,
-                         stream.ssrc)
-        packet[HEADER.size:] = played.payload
-        stream.packet = packet
+        second = played.payload_type | (MARKER if played.marker else 0)
+        packet = bytearray(HEADER_SIZE + len(played.payload))
+        HEADER.pack_into(packet, 0, RTP_VERSION << 6, second,
+                         (stream.sequence + played.sequence_offset) & 0xFFFF,
+                         (stream.timestamp + played.ts_offset) & 0xFFFFFFFF, stream.ssrc)
+        packet[HEADER_SIZE:] = played.payload
         stream.played += 1
+        return packet
 
-    def _send(self, endpoint: _Endpoint, marker: bool = False) -> None:
+    def _send_first(self, endpoint: _Endpoint) -> None:
         stream = endpoint.stream
         assert stream is not None
-        self._stamp(stream, marker)
+        self._sendto(endpoint, self._next_packet(stream, marker=True), stream.remote)
+
+    def _sendto(self, endpoint: _Endpoint, packet: bytes | bytearray,
+                remote: tuple[str, int]) -> None:
         try:
-            endpoint.sock.sendto(stream.packet, stream.remote)
+            endpoint.sock.sendto(packet, remote)
         except OSError:
             self.send_errors += 1  # a full socket buffer drops the packet, as a network would
         else:
             endpoint.sent += 1
 
-    def _send_loop(self) -> None:
-        if self.recording is not None:
-            self._play_loop(self.recording)
-            return
-        tick = 0
-        while not self._stop.is_set():
-            if not self._wheel:
-                self._wait_for_streams()
-                tick = max(tick, tick_at_or_after(time.monotonic(), self._t0, self._slot_s))
-                continue
-            delay = self._t0 + tick * self._slot_s - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self._send_slot(tick)
-            tick += 1
-
-    def _play_loop(self, recording: Recording) -> None:
-        """Send each played stream's packets at their times, however many streams."""
-        while not self._stop.is_set():
-            with self._tx_lock:
-                due = self._due[0][0] if self._due else None
-            if due is None:
-                self._wake.clear()
-                self._wake.wait(IDLE_WAIT_S)
-                continue
-            delay = due - time.monotonic()
-            if delay > 0:
-                self._wake.wait(min(delay, IDLE_WAIT_S))  # a new stream may be due sooner
-                self._wake.clear()
-                continue
-            with self._tx_lock:
-                _, _, endpoint = heapq.heappop(self._due)
-                stream = endpoint.stream
-                if stream is None or not stream.running or endpoint.port not in self._endpoints:
-                    continue  # closed meanwhile: it leaves the heap here
-                self._send(endpoint)
-                self._push(endpoint, stream.started + recording.packet(stream.played).at)
-
-    def _wait_for_streams(self) -> None:
-        self._wake.clear()
-        if not self._wheel:
-            self._wake.wait(IDLE_WAIT_S)
-
     def _send_slot(self, tick: int) -> None:
-        with self._tx_lock:
-            for endpoint in self._wheel.due(tick):
-                self._send(endpoint)
-
-    # --- receiving ----------------------------------------------------------------------
-
-    def _receive_loop(self) -> None:
-        while not self._stop.is_set():
+        """One pass over the slot's streams: patch sequence and timestamp, send, move on."""
+        pack_into, step, errors = SEQUENCE_TIMESTAMP.pack_into, self._step, 0
+        for endpoint in self._wheel.due(tick):
+            stream = endpoint.stream
+            assert stream is not None
+            packet = stream.packet
+            pack_into(packet, 2, stream.sequence, stream.timestamp)
             try:
-                events = self._epoll.poll(POLL_TIMEOUT_S)
+                endpoint.sock.sendto(packet, stream.remote)
+            except OSError:
+                errors += 1  # a full socket buffer drops the packet, as a network would
+            else:
+                endpoint.sent += 1
+            stream.sequence = (stream.sequence + 1) & 0xFFFF
+            stream.timestamp = (stream.timestamp + step) & 0xFFFFFFFF
+        self.send_errors += errors
+
+    def _send_due(self, now: float) -> float | None:
+        """Send the slots due by `now` (a few at a time when late, so that receiving keeps
+        up); returns when the next one is due, None when no stream runs."""
+        if self.recording is not None:
+            return self._play_due(now, self.recording)
+        if not self._wheel:
+            return None
+        for _ in range(CATCH_UP_SLOTS):
+            if self._t0 + self._tick * self._slot_s > now:
+                break
+            self._send_slot(self._tick)
+            self._tick += 1
+        return self._t0 + self._tick * self._slot_s
+
+    def _play_due(self, now: float, recording: Recording) -> float | None:
+        """Send each played stream's packets at their times, however many streams."""
+        due = self._due
+        while due and due[0][0] <= now:
+            _, _, endpoint = heapq.heappop(due)
+            stream = endpoint.stream
+            if stream is None or not stream.running or endpoint.port not in self._endpoints:
+                continue  # closed meanwhile: it leaves the heap here
+            self._sendto(endpoint, self._played_packet(stream, recording), stream.remote)
+            self._push(endpoint, stream.started + recording.packet(stream.played).at)
+        return due[0][0] if due else None
+
+    # --- the I/O thread -----------------------------------------------------------------
+
+    def _io_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                next_due = self._send_due(time.monotonic())
+            timeout = IDLE_WAIT_S if next_due is None else max(0.0, next_due - time.monotonic())
+            try:
+                # room for every socket: one read each per wait keeps receiving level
+                events = self._epoll.poll(timeout, len(self._by_fd) + 1)
             except OSError:
                 return
-            with self._rx_lock:
-                for fd, _ in events:
-                    endpoint = self._by_fd.get(fd)
-                    if endpoint is not None:
-                        self._drain(endpoint)
+            if events:
+                with self._lock:
+                    self._receive(events, time.monotonic())
 
-    def _drain(self, endpoint: _Endpoint) -> None:
-        sock, stats, buffer = endpoint.sock, endpoint.stats, self._rx_buffer
-        arrival = time.monotonic()
-        while True:
+    def _receive(self, events: list[tuple[int, int]], arrival: float) -> None:
+        """One datagram from each ready socket: epoll is level-triggered, so a socket with
+        more queued is ready again at once, and no read ends in a raised EAGAIN."""
+        by_fd, buffer, unpack = self._by_fd, self._rx_buffer, HEADER.unpack_from
+        for fd, _ in events:
+            endpoint = by_fd.get(fd)
+            if endpoint is None:
+                if fd == self._wake_fd:
+                    os.eventfd_read(fd)
+                continue  # closed meanwhile
             try:
-                size = sock.recv_into(buffer)
+                size = endpoint.sock.recv_into(buffer)
             except OSError:
-                return  # BlockingIOError: drained
-            if size < HEADER.size or buffer[0] >> 6 != RTP_VERSION:
+                continue  # BlockingIOError: another read took it
+            if size < HEADER_SIZE or buffer[0] >> 6 != RTP_VERSION:
                 self.invalid_packets += 1
                 continue
-            _, _, sequence, timestamp, ssrc = HEADER.unpack_from(buffer)
-            stats.update_header(ssrc, sequence, timestamp, arrival)
+            _, _, sequence, timestamp, ssrc = unpack(buffer)
+            source = endpoint.source
+            if source is None or endpoint.ssrc != ssrc:  # a new or another source
+                source = endpoint.source = endpoint.stats.source(ssrc)
+                endpoint.ssrc = ssrc
+            source.update(sequence, timestamp, arrival)
+
+
+def _totals(stats: RtpStats) -> dict[str, float]:
+    return {"rtp_sent": float(stats.sent), "rtp_received": float(stats.received),
+            "rtp_lost": float(stats.lost), "jitter_ms_max": stats.jitter_ms_max}

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from rig.wire.rtpstats import RtpStats
+
+
+def rtp_numbers(rtp: RtpStats) -> dict[str, Any]:
+    """The RTP counters the summary has beyond sent, received, lost and the worst jitter."""
+    return {
+        "rtp_streams": rtp.streams,
+        "rtp_expected": rtp.expected,
+        "rtp_duplicates": rtp.duplicates,
+        "rtp_reordered": rtp.reordered,
+        "rtp_send_errors": rtp.send_errors,
+        "rtp_invalid": rtp.invalid,
+        "rtp_loss_fraction": rtp.loss_fraction,
+        "jitter_ms_mean": rtp.jitter_ms_mean,
+    }
+
 
 def load_numbers(report: Any, snapshot: dict[str, float], seconds: float) -> dict[str, Any]:
     if report is not None:
@@ -17,6 +33,7 @@ def load_numbers(report: Any, snapshot: dict[str, float], seconds: float) -> dic
             "rtp_received": report.rtp_received,
             "rtp_lost": report.rtp_lost,
             "jitter_ms_max": report.jitter_ms_max,
+            **rtp_numbers(report.rtp),
             "bursts": list(report.bursts),
             "latency": {name: h.summary_ms() for name, h in sorted(report.latency.items())},
         }

@@ -1,15 +1,29 @@
-"""RTP packets and RFC 3550 receiver statistics: pure values and arithmetic, no I/O."""
+"""RTP packets: pure values and arithmetic, no I/O.
+
+The receiver statistics live in rig.wire.rtpstats; their names are kept here too.
+"""
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rig.wire import wire_errors
+from rig.wire.rtpstats import (  # noqa: F401  (the names callers import from here)
+    MAX_DROPOUT,
+    MAX_MISORDER,
+    SEQ_MOD,
+    ReceiverStats,
+    RtpStats,
+    SourceStats,
+)
 
 RTP_VERSION = 2
 HEADER = struct.Struct("!BBHII")
 HEADER_SIZE = HEADER.size
+# bytes 2..7 of the fixed header: what changes from one packet of a stream to the next
+SEQUENCE_TIMESTAMP = struct.Struct("!HI")
+MARKER = 0x80
 
 PCMU_PAYLOAD_TYPE = 0
 PCMA_PAYLOAD_TYPE = 8
@@ -17,9 +31,6 @@ CLOCK_RATES = {PCMU_PAYLOAD_TYPE: 8000, PCMA_PAYLOAD_TYPE: 8000}
 # G.711 silence (mu-law 0xFF, A-law 0xD5), so a listener on the relay hears nothing
 SILENCE_BYTE = {PCMU_PAYLOAD_TYPE: 0xFF, PCMA_PAYLOAD_TYPE: 0xD5}
 
-SEQ_MOD = 1 << 16
-MAX_DROPOUT = 3000
-MAX_MISORDER = 100
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,17 @@ def build_rtp(p: RtpPacket) -> bytes:
     return header + p.payload
 
 
+def packet_template(payload_type: int, ssrc: int, payload: bytes) -> bytearray:
+    """A stream's packet, built once: a sender patches only the sequence number and the
+    timestamp into it (`stamp`) before each send."""
+    return bytearray(build_rtp(RtpPacket(payload_type, 0, 0, ssrc, payload)))
+
+
+def stamp(packet: bytearray, sequence: int, timestamp: int) -> None:
+    """Write the sequence number and timestamp into a template in place."""
+    SEQUENCE_TIMESTAMP.pack_into(packet, 2, sequence & 0xFFFF, timestamp & 0xFFFFFFFF)
+
+
 @wire_errors
 def parse_rtp(data: bytes) -> RtpPacket:
     """Decode a packet; CSRCs, the header extension and padding are stripped."""
@@ -86,109 +108,3 @@ def parse_rtp(data: bytes) -> RtpPacket:
         payload=bytes(data[offset:end]),
         marker=bool(second & 0x80),
     )
-
-
-@dataclass(slots=True)
-class SourceStats:
-    """RFC 3550 appendix A.1 and A.8 for one SSRC (without the probation period)."""
-
-    clock_rate: int
-    base_seq: int = -1
-    max_seq: int = 0
-    cycles: int = 0
-    bad_seq: int = SEQ_MOD + 1
-    received: int = 0
-    jitter: float = 0.0  # in timestamp units, as RFC 3550 keeps it
-    _last_transit: float | None = None
-
-    def update(self, sequence: int, timestamp: int, arrival_s: float) -> None:
-        if self.base_seq < 0:
-            self._restart(sequence)
-        elif not self._accept_sequence(sequence):
-            return
-        self.received += 1
-        self._update_jitter(timestamp, arrival_s)
-
-    def _restart(self, sequence: int) -> None:
-        self.base_seq = sequence
-        self.max_seq = sequence
-        self.cycles = 0
-        self.bad_seq = SEQ_MOD + 1
-        self.received = 0
-
-    def _accept_sequence(self, sequence: int) -> bool:
-        delta = (sequence - self.max_seq) % SEQ_MOD
-        if delta < MAX_DROPOUT:
-            if sequence < self.max_seq:
-                self.cycles += SEQ_MOD
-            self.max_seq = sequence
-            return True
-        if delta <= SEQ_MOD - MAX_MISORDER:
-            # a big jump: believe it only when the next packet follows it (the sender restarted)
-            if sequence == self.bad_seq:
-                self._restart(sequence)
-                return True
-            self.bad_seq = (sequence + 1) % SEQ_MOD
-            return False
-        return True  # a duplicate or a packet reordered within MAX_MISORDER
-
-    def _update_jitter(self, timestamp: int, arrival_s: float) -> None:
-        transit = arrival_s * self.clock_rate - timestamp
-        if self._last_transit is not None:
-            d = transit - self._last_transit
-            # the RTP timestamp wraps at 2**32: take the difference modulo that
-            d = (d + 2**31) % 2**32 - 2**31
-            self.jitter += (abs(d) - self.jitter) / 16
-        self._last_transit = transit
-
-    @property
-    def extended_max(self) -> int:
-        return self.cycles + self.max_seq
-
-    @property
-    def expected(self) -> int:
-        return self.extended_max - self.base_seq + 1 if self.base_seq >= 0 else 0
-
-    @property
-    def lost(self) -> int:
-        """Expected minus received; negative when duplicates arrived (RFC 3550 6.4.1)."""
-        return self.expected - self.received
-
-    @property
-    def jitter_ms(self) -> float:
-        return self.jitter * 1000.0 / self.clock_rate
-
-
-@dataclass
-class ReceiverStats:
-    """Receiver statistics of one endpoint, one SourceStats per SSRC heard."""
-
-    clock_rate: int = 8000
-    sources: dict[int, SourceStats] = field(default_factory=dict)
-
-    def update(self, packet: RtpPacket, arrival_s: float) -> None:
-        self.update_header(packet.ssrc, packet.sequence, packet.timestamp, arrival_s)
-
-    def update_header(self, ssrc: int, sequence: int, timestamp: int, arrival_s: float) -> None:
-        """Same as update(), for a receive loop that only unpacked the fixed header."""
-        source = self.sources.get(ssrc)
-        if source is None:
-            source = self.sources[ssrc] = SourceStats(self.clock_rate)
-        source.update(sequence, timestamp, arrival_s)
-
-    @property
-    def received(self) -> int:
-        return sum(s.received for s in self.sources.values())
-
-    @property
-    def expected(self) -> int:
-        return sum(s.expected for s in self.sources.values())
-
-    @property
-    def lost(self) -> int:
-        """Packets missing, per source never below zero (duplicates do not hide losses)."""
-        return sum(max(0, s.lost) for s in self.sources.values())
-
-    @property
-    def jitter_ms(self) -> float:
-        return max((s.jitter_ms for s in self.sources.values()), default=0.0)

@@ -10,6 +10,7 @@ from rig.load.bursts import BurstResult, Deadline
 from rig.load.histogram import Histogram
 from rig.load.loadreport import LoadReport, merge_burst, merge_reports, merge_snapshots
 from rig.load.numbers import load_numbers
+from rig.wire.rtpstats import RtpStats
 from rig.wire.sip import OUTCOMES
 
 # One call as one process saw it: (outcome or None for failed, INVITE->200 in ns or None)
@@ -54,6 +55,21 @@ def test_media_counters_add_and_jitter_takes_the_worst():
     m = merge_reports([a, b])
     assert (m.rtp_sent, m.rtp_received, m.rtp_lost, m.jitter_ms_max) == (150, 140, 10, 1.5)
     assert m.seconds == 2.5 and m.cps_achieved == 2 / 2.5
+
+
+def test_rtp_stats_of_processes_merge_and_reach_the_summary():
+    a = replace(report_of([], 1.0), rtp=RtpStats(streams=2, sent=100, received=98, expected=99,
+                                                  lost=1, duplicates=1, reordered=3,
+                                                  jitter_us_max=2000, jitter_us_sum=3000))
+    b = replace(report_of([], 1.0), rtp=RtpStats(streams=1, sent=50, received=50, expected=50,
+                                                  reordered=1, jitter_us_max=500,
+                                                  jitter_us_sum=500))
+    m = merge_reports([a, b])
+    assert m.rtp == a.rtp.merge(b.rtp)
+    numbers = load_numbers(m, {}, 1.0)
+    assert (numbers["rtp_streams"], numbers["rtp_expected"], numbers["rtp_duplicates"],
+            numbers["rtp_reordered"], numbers["jitter_ms_mean"]) == (3, 149, 1, 4, 3500 / 3000)
+    assert numbers["rtp_loss_fraction"] == 1 / 149
 
 
 def burst(index: int, times: tuple[float, ...], at: float = 100.0) -> BurstResult:

@@ -149,6 +149,29 @@ def test_receiver_counts_losses_from_a_lossy_forwarder(engine: MediaEngine) -> N
     assert totals["jitter_ms_max"] >= 0.0
 
 
+def test_receiver_counts_duplicates_and_reordering_from_a_bad_forwarder(
+    engine: MediaEngine,
+) -> None:
+    receiver = engine.open_endpoint()
+    sender = engine.open_endpoint()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forwarder:
+        forwarder.bind((HOST, 0))
+        forwarder.settimeout(2.0)
+        engine.prepare_stream(sender, forwarder.getsockname())
+        engine.start_streams([sender])
+        packets = [forwarder.recv(2048) for _ in range(8)]
+        engine.close_endpoint(sender)
+        # 0 1 3 2 4 4 6 7: packet 2 late, 4 twice, 5 lost
+        for index in (0, 1, 3, 2, 4, 4, 6, 7):
+            forwarder.sendto(packets[index], (HOST, receiver))
+        assert wait_until(lambda: engine.stats().received == 8)
+    stats = engine.stats()
+    assert (stats.streams, stats.expected, stats.lost, stats.duplicates, stats.reordered) == (
+        1, 8, 1, 1, 1)
+    assert stats.sent >= 8 and stats.send_errors == 0
+    assert engine.totals()["rtp_lost"] == 1
+
+
 def test_invalid_datagrams_are_counted_not_parsed(engine: MediaEngine) -> None:
     port = engine.open_endpoint()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
