@@ -223,7 +223,7 @@ def measure_floor(path: str, host: str, calls: int, seconds: float) -> dict:
     return {
         "path": path, "calls": calls, "processes": 1, "seconds": wall, "nominal_pps": None,
         "sent_pps": part["sent"] / wall, "received_pps": part["received"] / wall,
-        "loss_fraction": None, "duplicates": None, "reordered": None,
+        "loss_fraction": None, "seq_loss_fraction": None, "duplicates": None, "reordered": None,
         "rig_cpu_cores": cpu / wall,
         "pps_per_rig_core": (part["sent"] + part["received"]) / cpu if cpu else 0.0,
         "relay_cpu_cores": None, "jitter_ms_mean": None, "jitter_ms_max": None,
@@ -251,7 +251,10 @@ def measure(path: str, host: str, calls: int, processes: int, seconds: float,
         "path": path, "calls": calls, "processes": processes, "seconds": wall,
         "nominal_pps": calls * 2 * 50.0,
         "sent_pps": sent / wall, "received_pps": received / wall,
-        "loss_fraction": stats.loss_fraction,
+        # in the window: what was sent and did not come back (a relay that drops whole
+        # streams, or lags behind, shows here and not in the sequence numbers)
+        "loss_fraction": max(0.0, 1 - received / sent) if sent else 0.0,
+        "seq_loss_fraction": stats.loss_fraction,
         "duplicates": stats.duplicates, "reordered": stats.reordered,
         "rig_cpu_cores": cpu / wall,
         "pps_per_rig_core": (sent + received) / cpu if cpu else 0.0,
@@ -353,24 +356,26 @@ def running_model_relay(host: str, workers: int) -> Iterator[tuple[tuple[str, in
 def table(rows: list[dict]) -> str:
     floor = next((r["pps_per_rig_core"] for r in rows if r["path"] == "floor"), None)
     lines = [f"{'path':>10} {'calls':>5} {'procs':>5} {'nominal':>7} {'sent/s':>7} "
-             f"{'recv/s':>7} {'loss':>7} {'dup':>4} {'reord':>5} {'jitter ms':>10} "
+             f"{'recv/s':>7} {'loss':>7} {'seq loss':>8} {'dup':>4} {'reord':>5} {'jitter ms':>10} "
              f"{'rig cores':>9} {'pps/core':>8} {'/floor':>6} {'relay cores':>11}"]
     for r in rows:
         relay = f"{r['relay_cpu_cores']:.2f}" if r["relay_cpu_cores"] is not None else "-"
         nominal = f"{r['nominal_pps']:.0f}" if r["nominal_pps"] is not None else "-"
         loss = f"{r['loss_fraction']:.3%}" if r["loss_fraction"] is not None else "-"
+        seq = f"{r['seq_loss_fraction']:.3%}" if r["seq_loss_fraction"] is not None else "-"
         jitter = (f"{r['jitter_ms_mean']:.2f}/{r['jitter_ms_max']:.1f}"
                   if r["jitter_ms_max"] is not None else "-")
         ratio = f"{r['pps_per_rig_core'] / floor:.2f}" if floor else "-"
         lines.append(
             f"{r['path']:>10} {r['calls']:>5} {r['processes']:>5} {nominal:>7} "
-            f"{r['sent_pps']:>7.0f} {r['received_pps']:>7.0f} {loss:>7} "
+            f"{r['sent_pps']:>7.0f} {r['received_pps']:>7.0f} {loss:>7} {seq:>8} "
             f"{_dash(r['duplicates']):>4} {_dash(r['reordered']):>5} {jitter:>10} "
             f"{r['rig_cpu_cores']:>9.2f} {r['pps_per_rig_core']:>8.0f} {ratio:>6} {relay:>11}")
     lines += [
         "pps/core = (sent + received) packets per CPU second of the rig's processes;",
         "/floor = pps/core over the floor row's (the same system calls in a bare loop);",
-        "loss = lost/expected from sequence numbers over the whole run (RtpStats);",
+        "loss = 1 - received/sent in the window; seq loss = lost/expected from the receivers'",
+        "sequence numbers over the whole run (RtpStats: only what arrived shows gaps);",
         "jitter ms = RFC 3550 interarrival jitter, mean/max over the streams",
     ]
     return "\n".join(lines)

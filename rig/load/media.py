@@ -80,12 +80,7 @@ class _Endpoint:
     source: SourceStats | None = None
 
     def rtp_stats(self) -> RtpStats:
-        stats = self.stats.stats()
-        return RtpStats(**{**_as_dict(stats), "sent": self.sent})
-
-
-def _as_dict(stats: RtpStats) -> dict[str, int]:
-    return {name: getattr(stats, name) for name in RtpStats.__dataclass_fields__}
+        return RtpStats.of_sources(list(self.stats.sources.values()), sent=self.sent)
 
 
 class Paced(Protocol):
@@ -373,10 +368,14 @@ class MediaEngine:
     def stats(self) -> RtpStats:
         """Every endpoint's counts, open and closed, merged, with the engine's own errors."""
         with self._lock:
-            parts = [self._closed, *(e.rtp_stats() for e in self._endpoints.values())]
+            endpoints, closed = list(self._endpoints.values()), self._closed
             errors, invalid = self.send_errors, self.invalid_packets
-        total = RtpStats.merged(parts)
-        return RtpStats(**{**_as_dict(total), "send_errors": errors, "invalid": invalid})
+        # counted outside the lock, so that the I/O thread does not wait for thousands of
+        # endpoints; one closing meanwhile is in `endpoints`, not yet in `closed`
+        sources = [s for e in endpoints for s in list(e.stats.sources.values())]
+        sent = sum(e.sent for e in endpoints)
+        return closed.merge(RtpStats.of_sources(sources, sent).merge(
+            RtpStats(send_errors=errors, invalid=invalid)))
 
     def totals(self) -> dict[str, float]:
         """rtp_sent, rtp_received, rtp_lost, jitter_ms_max over open and closed endpoints."""

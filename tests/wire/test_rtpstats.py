@@ -123,8 +123,10 @@ def random_stream(rng: random.Random) -> SourceStats:
 @given(st.integers(0, 2**32), st.integers(1, 6))
 def test_n_processes_merged_equal_one_that_saw_every_stream(seed: int, processes: int) -> None:
     rng = random.Random(seed)
-    streams = [random_stream(rng).stats() for _ in range(rng.randrange(1, 30))]
+    sources = [random_stream(rng) for _ in range(rng.randrange(1, 30))]
+    streams = [source.stats() for source in sources]
     one = RtpStats.merged(streams)
+    assert RtpStats.of_sources(sources) == one  # the engine's one-pass sum
     shuffled = streams[:]
     rng.shuffle(shuffled)
     shares: list[list[RtpStats]] = [[] for _ in range(processes)]
