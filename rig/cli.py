@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from rig.errors import InfraError, RigError
-from rig.options import add_run_options, run_request
+from rig.options import add_dispatch_options, add_run_options, dispatch_of, run_request
 
 EXIT_INTERRUPTED = 130
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "services.kamailio.shm_manager=qm,fm,tlsf")
     matrix.add_argument("--out", type=Path, help="the matrix folder (default results/matrix-...)")
     add_run_options(matrix)
+    add_dispatch_options(matrix, jobs_help="cells run at once (default 1)")
 
     check = sub.add_parser("check", help="validate a scenario without running it")
     check.add_argument("scenario", type=Path)
@@ -89,11 +90,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from rig.results import new_run_id
 
     axes = [parse_axis(text) for text in args.axes]
+    dispatch = dispatch_of(args)
     request = run_request(args, args.scenario)
     out = args.out or Path("results") / new_run_id(f"matrix-{args.scenario.stem}", time.time())
     outcome = run_matrix(
         request, axes, out,
         on_cell=lambda cell: print(f"{cell.name}: {cell.verdict}", flush=True),
+        dispatch=dispatch,
     )
     print(matrix_table(outcome.results))
     print(f"report: {outcome.report}")

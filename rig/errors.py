@@ -30,6 +30,10 @@ class InfraError(RigError):
         super().__init__(message)
         self.logs = logs
 
+    def __reduce__(self) -> tuple[type[InfraError], tuple[str, str]]:
+        """Pickled with its logs: a run in another process (`--jobs`) raises it there."""
+        return type(self), (str(self), self.logs)
+
 
 class UnsafeTargetError(UsageError):
     """Traffic would leave loopback and the rig's own containers."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.atomic import write_json_atomic, write_text_atomic
+from rig.distribute import SERIAL, Dispatch, open_pool
 from rig.errors import UsageError, quote, shorten
 from rig.services import matrix_counters
 from rig.summary import Summary
@@ -157,10 +158,13 @@ def run_matrix(
     out: Path,
     run: Callable[[Any], Any] | None = None,
     on_cell: Callable[[CellResult], None] = lambda result: None,
+    dispatch: Dispatch = SERIAL,
 ) -> MatrixOutcome:
     """Run `request` (a RunRequest) once per cell into `out/<cell>`; write the comparison.
 
-    The scenario is validated for every cell before the first run starts.
+    The scenario is validated for every cell before the first run starts. With `dispatch`
+    of several jobs (or a cluster) the cells run at once and end in any order: matrix.json
+    lists the cells ended so far, and every file lists them in the plan's order.
     """
     from rig.report import html_report
     from rig.scenario import load_scenario
@@ -173,17 +177,20 @@ def run_matrix(
 
         run = run_scenario
     out.mkdir(parents=True, exist_ok=True)
-    results: list[CellResult] = []
-    folders = []
-    write_matrix_json(out, plan, results, complete=False)
-    for cell in plan:
-        outcome = run(replace(request, overrides=(*request.overrides, *cell.overrides),
-                              out=out / cell.name))
-        result = cell_result(cell, outcome.summary)
-        results.append(result)
-        folders.append(outcome.folder)
-        write_matrix_json(out, plan, results, complete=False)
-        on_cell(result)
+    write_matrix_json(out, plan, [], complete=False)
+    requests = [replace(request, overrides=(*request.overrides, *cell.overrides),
+                        out=out / cell.name) for cell in plan]
+    ended: dict[int, tuple[CellResult, Path]] = {}
+    with open_pool(dispatch) as pool:
+        for done in pool.each(run, requests):
+            outcome = done.result()  # an error stops the matrix, as it does serially
+            result = cell_result(plan[done.index], outcome.summary)
+            ended[done.index] = (result, outcome.folder)
+            write_matrix_json(out, plan, [ended[i][0] for i in sorted(ended)],
+                              complete=False)
+            on_cell(result)
+    results = [ended[i][0] for i in range(len(plan))]
+    folders = [ended[i][1] for i in range(len(plan))]
     write_text_atomic(out / "matrix.txt", matrix_table(results) + "\n")
     report = html_report(folders, out / "report.html")
     write_matrix_json(out, plan, results, complete=True)  # last: the matrix is whole

@@ -4,6 +4,7 @@ sweep), declared once, and the RunRequest they make."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,23 @@ def add_run_options(parser: argparse.ArgumentParser, *, repo_required: bool = Fa
                         help="a service `source` may be an absolute path outside the "
                              "repository (copied into the run's temporary folder)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_dispatch_options(parser: argparse.ArgumentParser, *, jobs_flag: str = "--jobs",
+                         jobs_help: str = "runs at once (default 1)") -> None:
+    """How many runs at once and where: a local pool, or Ray tasks on a cluster."""
+    parser.add_argument(jobs_flag, dest="jobs", type=int, metavar="N", help=jobs_help)
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="run as Ray tasks on this Ray cluster (host:port, ray://host:port; "
+                             "default $RAY_ADDRESS); `local`: a Ray on this machine, on "
+                             "127.0.0.1 only, for the command's length")
+
+
+def dispatch_of(args: argparse.Namespace) -> Any:
+    """The rig.distribute.Dispatch of --jobs/--cluster; RAY_ADDRESS stands for --cluster."""
+    from rig.distribute import Dispatch
+
+    return Dispatch(args.jobs, args.cluster or os.environ.get("RAY_ADDRESS") or None)
 
 
 def show_progress(args: argparse.Namespace) -> bool:

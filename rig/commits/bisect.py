@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rig.atomic import savefig_atomic, write_json_atomic
+from rig.clock import SystemClock
 from rig.commits.worktree import Commit, checkout, first_parent_range, repo_root
+from rig.distribute import SERIAL, Dispatch, Done, Pool, open_pool, timed
 from rig.errors import InfraError, ScenarioError, UsageError, quote
 from rig.runner import RunOutcome, RunRequest
 
@@ -182,18 +184,25 @@ def replay(search: Search, runs: Sequence[RunEntry]) -> None:
 
 # -- one run -------------------------------------------------------------------------------
 
+def step_request(args: BisectArgs, tree: Path, results: Path) -> RunRequest:
+    return RunRequest(scenario_path=args.scenario, overrides=args.overrides,
+                      patches=args.patches, results_root=results, repo=tree, progress=False,
+                      target=args.target, allow_outside_sources=args.allow_outside_sources)
+
+
 def run_at(run: RunFn, args: BisectArgs, tree: Path, results: Path) -> tuple[str, str | None,
                                                                               str]:
+    """One run at a checkout, judged as verdict_of judges it."""
+    return verdict_of(timed(run, 0, step_request(args, tree, results), SystemClock()))
+
+
+def verdict_of(done: Done) -> tuple[str, str | None, str]:
     """(verdict, run folder, detail): pass/fail as judged, skip when the commit cannot run."""
-    request = RunRequest(scenario_path=args.scenario, overrides=args.overrides,
-                         patches=args.patches, results_root=results, repo=tree, progress=False,
-                         target=args.target, allow_outside_sources=args.allow_outside_sources)
-    try:
-        outcome = run(request)
-    except ScenarioError:
-        raise  # the user's scenario file is wrong at every commit: stop, exit 2
-    except (InfraError, UsageError) as exc:
-        return "skip", None, f"{type(exc).__name__}: {exc}"
+    if isinstance(done.error, ScenarioError):
+        raise done.error  # the user's scenario file is wrong at every commit: stop, exit 2
+    if isinstance(done.error, InfraError | UsageError):
+        return "skip", None, f"{type(done.error).__name__}: {done.error}"
+    outcome: RunOutcome = done.result()
     verdict = outcome.verdict if outcome.verdict in ("pass", "fail") else "skip"
     return verdict, str(outcome.folder), "" if verdict != "skip" else f"verdict {outcome.verdict}"
 
@@ -205,24 +214,50 @@ def was_hiccup(runs: Sequence[RunEntry], index: int) -> bool:
     return bool(here) and here[-1] in ("pass", "fail")
 
 
-def run_step(run: RunFn, args: BisectArgs, state: BisectState, search: Search, step: Step,
-             tree: Path, out: Path, tick: Callable[[], None]) -> None:
-    """Up to step.runs runs at one commit; a failure, a skip or the end of the search ends
-    it early (an ignored start hiccup does not)."""
-    wanted = args.runs_per_step or step.runs
-    for _ in range(wanted):
-        if args.max_runs is not None and state.counted() >= args.max_runs:
+@dataclass(frozen=True)
+class StepRunner:
+    """Runs at one checkout: `width` at once in `pool` (one at a time without --parallel)."""
+
+    pool: Pool
+    width: int
+    run: RunFn
+    args: BisectArgs
+    out: Path
+
+
+def run_step(runner: StepRunner, state: BisectState, search: Search, step: Step, tree: Path,
+             tick: Callable[[], None]) -> None:
+    """Up to step.runs runs at one commit, `runner.width` at a time; a failure, a skip or
+    the end of the search ends it after that batch (an ignored start hiccup does not).
+    The runs of a batch are logged in the order they were asked for."""
+    args, left = runner.args, runner.args.runs_per_step or step.runs
+    while left > 0:
+        budget = left if args.max_runs is None else args.max_runs - state.counted()
+        batch = min(runner.width, left, budget)
+        if batch <= 0:
             return
-        verdict, folder, detail = run_at(run, args, tree, out / "runs")
-        if verdict == "skip" and was_hiccup(state.runs, step.index):
-            verdict = "error"
-        state.runs.append(RunEntry(step.index, state.commits[step.index].sha, verdict, folder,
-                                   detail))
-        replay(search, state.runs[-1:])
-        write_json_atomic(out / "bisect.json", state_to_json(state, search), sort_keys=True)
-        tick()
-        if verdict in ("fail", "skip") or search.done:
+        request = step_request(args, tree, runner.out / "runs")
+        ended = {done.index: done for done in runner.pool.each(runner.run, [request] * batch)}
+        stop = False
+        for index in range(batch):
+            stop = record_run(state, search, step, verdict_of(ended[index]), runner.out) or stop
+            tick()
+        left -= batch
+        if stop:
             return
+
+
+def record_run(state: BisectState, search: Search, step: Step,
+               judged: tuple[str, str | None, str], out: Path) -> bool:
+    """Log one run and tell the search; True when the step should end here."""
+    verdict, folder, detail = judged
+    if verdict == "skip" and was_hiccup(state.runs, step.index):
+        verdict = "error"
+    state.runs.append(RunEntry(step.index, state.commits[step.index].sha, verdict, folder,
+                               detail))
+    replay(search, state.runs[-1:])
+    write_json_atomic(out / "bisect.json", state_to_json(state, search), sort_keys=True)
+    return verdict in ("fail", "skip") or search.done
 
 
 def steps(search: Search) -> Iterator[Step]:
@@ -241,8 +276,10 @@ def bisect(
     make_search: SearchFactory = core_search,
     checkout_at: CheckoutFn = checkout,
     progress: bool = False,
+    dispatch: Dispatch = SERIAL,
 ) -> BisectResult:
-    """Find the first bad commit between args.good and args.bad; resumable from out."""
+    """Find the first bad commit between args.good and args.bad; resumable from out.
+    With `dispatch` of K jobs (`--parallel K`), K runs of one checkout go at once."""
     args = settle_args(args)
     commits = first_parent_range(args.repo, args.good, args.bad)
     identity = {**args.identity(), "good": commits[0].sha, "bad": commits[-1].sha}
@@ -252,12 +289,14 @@ def bisect(
     replay(search, state.runs)
     bar = progress_bar(progress, args.max_runs, state.counted())
     try:
-        for step in steps(search):
-            if args.max_runs is not None and state.counted() >= args.max_runs:
-                break
-            with checkout_at(args.repo, state.commits[step.index].sha) as tree:
-                run_step(run, args, state, search, step, tree, out,
-                         lambda: tick(bar, state, search))
+        with open_pool(dispatch) as pool:
+            runner = StepRunner(pool, dispatch.jobs or 1, run, args, out)
+            for step in steps(search):
+                if args.max_runs is not None and state.counted() >= args.max_runs:
+                    break
+                with checkout_at(args.repo, state.commits[step.index].sha) as tree:
+                    run_step(runner, state, search, step, tree,
+                             lambda: tick(bar, state, search))
     finally:
         if bar is not None:
             bar.close()

@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rig.options import add_run_options, run_request, show_progress
+from rig.options import (
+    add_dispatch_options,
+    add_run_options,
+    dispatch_of,
+    run_request,
+    show_progress,
+)
 from rig.runner import RunOutcome, RunRequest
 
 # bounds a bisect that cannot become confident (a failure that no longer reproduces)
@@ -41,6 +47,7 @@ def add_parsers(sub: Any) -> None:
                       help="markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
     gate.add_argument("--results", type=Path, default=Path("results"), metavar="DIR")
     add_run_options(gate)
+    add_dispatch_options(gate, jobs_help="runs at once, --repeat runs included (default 1)")
 
     bisect = sub.add_parser("bisect", help="find the first bad commit, flaky failures included")
     bisect.add_argument("scenario", type=Path)
@@ -54,6 +61,8 @@ def add_parsers(sub: Any) -> None:
     bisect.add_argument("--out", type=Path, metavar="DIR",
                         help="bisect.json, bisect.png, runs/ (default results/bisect-...)")
     add_run_options(bisect, repo_required=True)
+    add_dispatch_options(bisect, jobs_flag="--parallel",
+                         jobs_help="runs of one checkout at once (default 1)")
 
     step = sub.add_parser("bisect-step", help="for `git bisect run`: 0 good, 1 bad, 125 skip")
     step.add_argument("scenario", type=Path)
@@ -68,6 +77,7 @@ def add_parsers(sub: Any) -> None:
     sweep.add_argument("--ceiling", type=float, help="default: the limit of the counter's check")
     sweep.add_argument("--out", type=Path, metavar="DIR", default=Path("results/sweep"))
     add_run_options(sweep, repo_required=True)
+    add_dispatch_options(sweep, jobs_help="commits run at once (default 1)")
 
     demo = sub.add_parser("demo-history", help="a git history of the model SUT with a culprit")
     demo.add_argument("dir", type=Path)
@@ -84,7 +94,8 @@ def cmd_gate(args: argparse.Namespace, run: Any = real_run) -> int:
     template = run_request(args, Path(), results_root=args.results, progress=False)
     report, markdown = gate_with_files(
         args.scenarios, run, files, repeat=args.repeat, template=template,
-        on_case=lambda c: print(f"{c.status.upper():5} {c.name}", file=sys.stderr))
+        on_case=lambda c: print(f"{c.status.upper():5} {c.name}", file=sys.stderr),
+        dispatch=dispatch_of(args))
     if args.update_baseline:
         print(f"baseline written: {args.baseline}")
     print(markdown, end="")
@@ -106,7 +117,7 @@ def cmd_bisect(args: argparse.Namespace, run: Any = real_run) -> int:
                          args.max_runs, args.runs_per_step, tuple(args.overrides),
                          tuple(args.patches), args.target, args.allow_outside_sources)
     out = args.out or default_bisect_out(args)
-    result = bisect(request, out, run, progress=show_progress(args))
+    result = bisect(request, out, run, progress=show_progress(args), dispatch=dispatch_of(args))
     plot_posterior(result, out / "bisect.png", args.confidence)
     for line in report_lines(result, args.confidence):
         print(line)
@@ -138,7 +149,8 @@ def cmd_sweep(args: argparse.Namespace, run: Any = real_run) -> int:
                    overrides=tuple(args.overrides), patches=tuple(args.patches),
                    target=args.target, allow_outside_sources=args.allow_outside_sources,
                    on_point=lambda p: print(f"{p.commit[:10]} {p.verdict:5} "
-                                            f"{args.counter}={p.peak}  {p.subject}"))
+                                            f"{args.counter}={p.peak}  {p.subject}"),
+                   dispatch=dispatch_of(args))
     ceiling = "none" if result.ceiling is None else f"{result.ceiling:g}"
     print(f"ceiling: {ceiling}  sweep: {args.out / 'sweep.json'}  plot: "
           f"{args.out / 'sweep.png'}")

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rig.atomic import write_json_atomic, write_text_atomic
-from rig.clock import Clock, SystemClock
+from rig.clock import Clock
+from rig.distribute import SERIAL, Dispatch, open_pool
 from rig.errors import InfraError, UsageError
 from rig.runner import RunOutcome, RunRequest
 from rig.scenario import read_yaml
@@ -192,28 +193,29 @@ def run_gate(
     template: RunRequest | None = None,
     clock: Clock | None = None,
     on_case: Callable[[GateCase], None] = lambda case: None,
+    dispatch: Dispatch = SERIAL,
 ) -> GateReport:
-    """Run every scenario (statistical ones `repeat` times) and judge each run."""
+    """Run every scenario (statistical ones `repeat` times) and judge each run; with
+    `dispatch` of several jobs the runs go at once, the report keeps the serial order."""
     if repeat < 1:
         raise UsageError(f"--repeat must be at least 1, got {repeat}")
-    clock = clock or SystemClock()
     template = template or RunRequest(scenario_path=Path())
     infos = [read_scenario_info(path) for path in scenarios]  # bad input before any run
-    cases = []
-    for info in infos:
-        for index in range(1, (repeat if info.statistical else 1) + 1):
-            started = clock.monotonic()
-            request = replace(template, scenario_path=info.path, out=None)
-            try:
-                outcome = run(request)
-            except InfraError as exc:
-                case = GateCase(info.name, index, "error", clock.monotonic() - started,
-                                error=f"infrastructure error: {exc}")
+    planned = [(info, index) for info in infos
+               for index in range(1, (repeat if info.statistical else 1) + 1)]
+    requests = [replace(template, scenario_path=info.path, out=None) for info, _ in planned]
+    cases: dict[int, GateCase] = {}
+    with open_pool(dispatch, clock) as pool:
+        for done in pool.each(run, requests):
+            info, index = planned[done.index]
+            if isinstance(done.error, InfraError):
+                case = GateCase(info.name, index, "error", done.seconds,
+                                error=f"infrastructure error: {done.error}")
             else:
-                case = judge(info, index, outcome, clock.monotonic() - started, baseline)
+                case = judge(info, index, done.result(), done.seconds, baseline)
             on_case(case)
-            cases.append(case)
-    return GateReport(tuple(cases))
+            cases[done.index] = case
+    return GateReport(tuple(cases[i] for i in range(len(planned))))
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,7 @@ def gate_with_files(
     repeat: int = 1,
     template: RunRequest | None = None,
     on_case: Callable[[GateCase], None] = lambda case: None,
+    dispatch: Dispatch = SERIAL,
 ) -> tuple[GateReport, str]:
     """`rig gate`: the baseline read (or written), the runs, the JUnit and markdown files;
     returns the report and its markdown summary."""
@@ -244,7 +247,7 @@ def gate_with_files(
     if files.baseline is not None and not files.update_baseline:
         baseline = load_baseline(files.baseline)
     report = run_gate(scenarios, run, repeat=repeat, baseline=baseline, template=template,
-                      on_case=on_case)
+                      on_case=on_case, dispatch=dispatch)
     markdown = markdown_summary(report)
     if files.junit is not None:
         write_text_atomic(files.junit, junit_xml(report))

@@ -8,13 +8,14 @@ plots the peak of the counter per commit against the ceiling its check enforces.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rig.atomic import savefig_atomic, write_json_atomic
 from rig.commits.worktree import Commit, checkout, commit_range, repo_root
+from rig.distribute import SERIAL, Dispatch, Done, Pool, open_pool
 from rig.errors import InfraError, ScenarioError, UsageError
 from rig.runner import RunOutcome, RunRequest
 from rig.summary import Summary
@@ -58,15 +59,13 @@ def ceiling_from(summary: Summary, counter: str) -> float | None:
     return ceiling_of(summary, counter)
 
 
-def sweep_point(run: RunFn, request: RunRequest, commit: Commit,
-                counter: str) -> tuple[SweepPoint, float | None]:
-    """The point of one commit, and the ceiling its run reports (if any)."""
-    try:
-        outcome = run(request)
-    except ScenarioError:
-        raise
-    except (InfraError, UsageError) as exc:
-        return SweepPoint(commit.sha, commit.subject, "skip", None, None, str(exc)), None
+def sweep_point(done: Done, commit: Commit, counter: str) -> tuple[SweepPoint, float | None]:
+    """The point of one commit's run, and the ceiling it reports (if any)."""
+    if isinstance(done.error, ScenarioError):
+        raise done.error
+    if isinstance(done.error, InfraError | UsageError):
+        return SweepPoint(commit.sha, commit.subject, "skip", None, None, str(done.error)), None
+    outcome: RunOutcome = done.result()
     peak = outcome.summary.peaks().get(counter)
     detail = "" if peak is not None else f"no counter {counter} in the run"
     point = SweepPoint(commit.sha, commit.subject, outcome.verdict, peak, str(outcome.folder),
@@ -90,8 +89,12 @@ def sweep(
     allow_outside_sources: bool = False,
     checkout_at: CheckoutFn = checkout,
     on_point: Callable[[SweepPoint], None] = lambda point: None,
+    dispatch: Dispatch = SERIAL,
 ) -> SweepResult:
-    """Run the scenario at every k-th commit of span; writes sweep.json and sweep.png."""
+    """Run the scenario at every k-th commit of span; writes sweep.json and sweep.png.
+
+    With `dispatch` of N jobs, N commits are checked out and run at once (the next N once
+    all of them ended); sweep.json keeps the commits' order."""
     repo = repo_root(repo)
     if not scenario.is_file():
         raise UsageError(f"scenario not found: {scenario}")
@@ -99,22 +102,37 @@ def sweep(
     out.mkdir(parents=True, exist_ok=True)
     points: list[SweepPoint] = []
     seen_ceiling = ceiling
-    for commit in commits:
-        with checkout_at(repo, commit.sha) as tree:
-            request = RunRequest(scenario_path=scenario.resolve(), overrides=overrides,
-                                 patches=patches, results_root=out / "runs", repo=tree,
-                                 progress=False, target=target,
-                                 allow_outside_sources=allow_outside_sources)
-            point, reported = sweep_point(run, request, commit, counter)
-        seen_ceiling = seen_ceiling if seen_ceiling is not None else reported
-        points.append(point)
-        on_point(point)
-        result = SweepResult(counter, seen_ceiling, tuple(points))
-        write_json_atomic(out / "sweep.json", sweep_json(result, repo, span, scenario),
-                          sort_keys=True)
+    width = dispatch.width or len(commits)
+    with open_pool(dispatch) as pool:
+        for start in range(0, len(commits), width):
+            batch = commits[start:start + width]
+            for point, reported in run_batch(pool, run, batch, checkout_at, repo, counter,
+                                             RunRequest(
+                                                 scenario_path=scenario.resolve(),
+                                                 overrides=overrides, patches=patches,
+                                                 results_root=out / "runs", progress=False,
+                                                 target=target,
+                                                 allow_outside_sources=allow_outside_sources)):
+                seen_ceiling = seen_ceiling if seen_ceiling is not None else reported
+                points.append(point)
+                on_point(point)
+                result = SweepResult(counter, seen_ceiling, tuple(points))
+                write_json_atomic(out / "sweep.json", sweep_json(result, repo, span, scenario),
+                                  sort_keys=True)
     result = SweepResult(counter, seen_ceiling, tuple(points))
     plot_sweep(result, out / "sweep.png")
     return result
+
+
+def run_batch(pool: Pool, run: RunFn, batch: Sequence[Commit], checkout_at: CheckoutFn,
+              repo: Path, counter: str,
+              template: RunRequest) -> list[tuple[SweepPoint, float | None]]:
+    """The points of a few commits, each run in a checkout of its own, in the batch's order."""
+    with ExitStack() as trees:
+        requests = [replace(template, repo=trees.enter_context(checkout_at(repo, commit.sha)))
+                    for commit in batch]
+        ended = {done.index: done for done in pool.each(run, requests)}
+        return [sweep_point(ended[i], commit, counter) for i, commit in enumerate(batch)]
 
 
 def sweep_json(result: SweepResult, repo: Path, span: str, scenario: Path) -> dict[str, Any]:

@@ -1,0 +1,126 @@
+"""Runs as Ray tasks: on a cluster (`--cluster ADDRESS` or RAY_ADDRESS), or on a Ray
+embedded in this process for the run's length (`--cluster local`).
+
+Imported only by rig.distribute.open_pool when a cluster is asked for, so that a plain
+command never imports Ray. Each run is one task holding one CPU of a node, so a node runs
+as many at once as it offers CPUs; `jobs` caps the runs in flight over the whole cluster.
+Paths in the requests are made absolute: the worker's cwd is not the caller's, and on
+another host they must name the same files (a shared folder, docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+from rig.clock import SystemClock
+from rig.distribute import (
+    LOCAL_CLUSTER,
+    STOP_GRACE_S,
+    Done,
+    RunFn,
+    absolute,
+    private_temp_dir,
+    quiet,
+    remove_tree,
+    timed,
+)
+from rig.errors import InfraError
+
+# Ray swaps a node address of 127.0.0.1 for the machine's own unless it believes it runs
+# where clusters are unsupported; this switch (read when Ray is imported) keeps an embedded
+# Ray, its GCS, raylet and workers, on 127.0.0.1 alone.
+LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _task(run: RunFn, index: int, request: Any) -> Done:
+    return timed(run, index, request, SystemClock())
+
+
+def start_ray(address: str, jobs: int | None) -> str | None:
+    """ray.init for `address`; returns the temporary folder of an embedded Ray (or None)."""
+    if address == LOCAL_CLUSTER:
+        os.environ[LOOPBACK_ONLY_ENV] = "0"  # before the first `import ray`
+    ray = import_ray_or_fail()
+
+    if address != LOCAL_CLUSTER:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise InfraError(f"--cluster {address}: cannot join the Ray cluster: {exc}") from exc
+        return None
+    temp = private_temp_dir("rig-ray-")
+    try:
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
+                 num_cpus=jobs or os.cpu_count() or 1, log_to_driver=False, _temp_dir=temp)
+    except BaseException:
+        remove_tree(temp)
+        raise
+    return temp
+
+
+class RayPool:
+    """Runs as Ray tasks, at most `jobs` in flight (None: as many as the cluster takes)."""
+
+    def __init__(self, address: str, jobs: int | None) -> None:
+        self.address = address
+        self.jobs = jobs
+        self.temp: str | None = None
+        self.running: dict[Any, int] = {}  # ObjectRef -> request index
+        self.task: Any = None
+
+    def __enter__(self) -> RayPool:
+        self.temp = start_ray(self.address, self.jobs)
+        import ray
+
+        self.task = ray.remote(num_cpus=1, max_retries=0)(_task)
+        return self
+
+    def each(self, run: RunFn, requests: Sequence[Any]) -> Iterator[Done]:
+        import ray
+
+        waiting = [(i, absolute(quiet(r))) for i, r in enumerate(requests)]
+        limit = self.jobs or max(1, len(requests))
+        while waiting or self.running:
+            while waiting and len(self.running) < limit:
+                index, request = waiting.pop(0)
+                self.running[self.task.remote(run, index, request)] = index
+            ready, _ = ray.wait(list(self.running), num_returns=1)
+            index = self.running[ready[0]]
+            try:
+                done: Done = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:
+                done = Done(index, None, InfraError(f"run {index} on the Ray cluster "
+                                                    f"failed: {exc}"), 0.0)
+            del self.running[ready[0]]
+            yield done
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Tasks still going get Ctrl-C (the run stops its services and returns), are
+        waited for, and only then is Ray left (an embedded Ray stops, its folder goes)."""
+        import ray
+
+        try:
+            refs, self.running = list(self.running), {}
+            for ref in refs:
+                ray.cancel(ref)
+            if refs:
+                _, hanging = ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
+                for ref in hanging:
+                    ray.cancel(ref, force=True)
+        finally:
+            ray.shutdown()
+            if self.temp is not None:
+                remove_tree(self.temp)
+
+
+def import_ray_or_fail() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise InfraError("--cluster needs the `ray` package (pip install ray; `make venv` "
+                         "installs it)") from exc
+    return ray
