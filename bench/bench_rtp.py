@@ -357,9 +357,13 @@ def table(rows: list[dict]) -> str:
     floor = next((r["pps_per_rig_core"] for r in rows if r["path"] == "floor"), None)
     lines = [f"{'path':>10} {'calls':>5} {'procs':>5} {'nominal':>7} {'sent/s':>7} "
              f"{'recv/s':>7} {'loss':>7} {'seq loss':>8} {'dup':>4} {'reord':>5} {'jitter ms':>10} "
-             f"{'rig cores':>9} {'pps/core':>8} {'/floor':>6} {'relay cores':>11}"]
+             f"{'rig cores':>9} {'pps/core':>8} {'/floor':>6} {'relay cores':>11} "
+             f"{'relay pps/core':>14}"]
     for r in rows:
         relay = f"{r['relay_cpu_cores']:.2f}" if r["relay_cpu_cores"] is not None else "-"
+        # a relay takes in what the rig sent and sends what the rig received
+        relay_rate = (f"{(r['sent_pps'] + r['received_pps']) / r['relay_cpu_cores']:.0f}"
+                      if r["relay_cpu_cores"] else "-")
         nominal = f"{r['nominal_pps']:.0f}" if r["nominal_pps"] is not None else "-"
         loss = f"{r['loss_fraction']:.3%}" if r["loss_fraction"] is not None else "-"
         seq = f"{r['seq_loss_fraction']:.3%}" if r["seq_loss_fraction"] is not None else "-"
@@ -370,7 +374,8 @@ def table(rows: list[dict]) -> str:
             f"{r['path']:>10} {r['calls']:>5} {r['processes']:>5} {nominal:>7} "
             f"{r['sent_pps']:>7.0f} {r['received_pps']:>7.0f} {loss:>7} {seq:>8} "
             f"{_dash(r['duplicates']):>4} {_dash(r['reordered']):>5} {jitter:>10} "
-            f"{r['rig_cpu_cores']:>9.2f} {r['pps_per_rig_core']:>8.0f} {ratio:>6} {relay:>11}")
+            f"{r['rig_cpu_cores']:>9.2f} {r['pps_per_rig_core']:>8.0f} {ratio:>6} {relay:>11} "
+            f"{relay_rate:>14}")
     lines += [
         "pps/core = (sent + received) packets per CPU second of the rig's processes;",
         "/floor = pps/core over the floor row's (the same system calls in a bare loop);",

@@ -46,6 +46,11 @@ def test_calls_play_the_capture_through_the_relay(tmp_path: Path):
     load = outcome.summary.load
     assert load.rtp_received and load.rtp_received > 0.8 * (load.rtp_sent or 0) > 0
     assert outcome.summary.scenario["load"]["rtp"]["pcap"] == "call.pcap"
+    # the receivers' statistics reach the summary: each call's two legs are two sources
+    assert load.rtp_streams and load.rtp_streams >= 2 * (load.calls_completed or 0) > 0
+    assert load.rtp_expected and load.rtp_expected >= (load.rtp_lost or 0)
+    assert load.rtp_duplicates == 0 and load.rtp_invalid == 0
+    assert load.jitter_ms_mean is not None and load.jitter_ms_max is not None
 
 
 def test_a_capture_of_another_codec_is_bad_input(tmp_path: Path):
