@@ -66,7 +66,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--calls", default="250,1000", help="comma-separated call counts")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured window")
     parser.add_argument("--paths", default=",".join(PATHS), help=f"some of {', '.join(PATHS)}")
-    parser.add_argument("--relay-workers", type=int, default=2,
+    # one: the model relay's workers are Python threads sharing a GIL, and on 2 cores one
+    # worker relayed the most packets per CPU second (158k, against 138k with 2 and 143k
+    # with 4, 500 calls, same run)
+    parser.add_argument("--relay-workers", type=int, default=1,
                         help="worker threads of the model relay")
     parser.add_argument("--processes", default="1,2", help="comma-separated process counts")
     parser.add_argument("--out", type=Path, default=OUT)
