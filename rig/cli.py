@@ -59,8 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     images = sub.add_parser("images", help="build the service images (containers/<service>)")
     images.add_argument("services", nargs="*", metavar="SERVICE",
                         help="services to build (default: every folder with a Dockerfile)")
+    images.add_argument("--suite", default="bookworm",
+                        help="Debian suite of the base: bookworm, trixie or sid; part of the "
+                             "tag (default bookworm)")
     images.add_argument("--base", default=None, metavar="IMAGE",
-                        help="base image (default rig-base:bookworm; or debian:bookworm-slim)")
+                        help="base image (default rig-base:SUITE; or debian:SUITE-slim)")
 
     from rig.commits.cli import add_parsers
     from rig.pcap_cli import add_parsers as add_pcap_parser
@@ -134,13 +137,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from rig.topology.images import DEFAULT_BASE, build_service_images
+    from rig.topology.images import build_service_images
 
     def show(service: str, tag: str, built: bool, seconds: float) -> None:
         state = "built" if built else "up to date"
-        print(f"{service:<10} {tag:<32} {state} in {seconds:.1f} s")
+        print(f"{service:<10} {tag:<40} {state} in {seconds:.1f} s")
 
-    build_service_images(Path("containers"), args.services, args.base or DEFAULT_BASE, show)
+    build_service_images(Path("containers"), args.services, args.base, show, args.suite)
     return 0
 
 

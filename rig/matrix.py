@@ -52,6 +52,7 @@ class CellResult:
     # (counter, peak, last) of every counter a service has `rig matrix` compare
     counters: tuple[tuple[str, float | None, float | None], ...]
     checks: tuple[tuple[str, bool, Any], ...]  # (check, passed, observed)
+    versions: tuple[tuple[str, str], ...] = ()  # (service, the version it reported)
 
 
 def parse_axis(text: str) -> Axis:
@@ -105,12 +106,14 @@ def cell_result(cell: Cell, summary: Summary) -> CellResult:
         counters=tuple((name, None if stats is None else stats.peak,
                         None if stats is None else stats.last) for name, stats in counters),
         checks=tuple((c.name, c.passed, c.observed) for c in summary.checks),
+        versions=tuple(summary.sut.versions.items()),
     )
 
 
 def matrix_table(results: Sequence[CellResult]) -> str:
-    """One row per cell: throughput, the services' compared counters (Kamailio's shm),
-    then each check's verdict."""
+    """One row per cell: throughput, the versions the services reported (when any did: a
+    matrix over services.<name>.suite is a compatibility table), the services' compared
+    counters (Kamailio's shm), then each check's verdict."""
     from rig.console import table
 
     compared = matrix_counters()
@@ -118,6 +121,7 @@ def matrix_table(results: Sequence[CellResult]) -> str:
     for result in results:
         for check, _, _ in result.checks:
             names.setdefault(check, None)
+    with_versions = any(r.versions for r in results)
     rows = []
     for r in results:
         verdicts = {check: ("pass" if passed else f"FAIL ({observed})")
@@ -125,11 +129,13 @@ def matrix_table(results: Sequence[CellResult]) -> str:
         numbers = {counter: (peak, last) for counter, peak, last in r.counters}
         values = [scaled(value, c.divisor) for c in compared
                   for value in numbers.get(c.counter, (None, None))]
-        rows.append([r.name, r.verdict.upper(), r.cps, r.calls_completed, *values,
+        versions = [", ".join(f"{s} {v}" for s, v in r.versions) or "-"] if with_versions else []
+        rows.append([r.name, r.verdict.upper(), r.cps, r.calls_completed, *versions, *values,
                      *(verdicts.get(n, "-") for n in names)])
     columns = [f"{c.label} {which} {c.unit}".rstrip() for c in compared
                for which in ("peak", "last")]
-    headers = ["cell", "verdict", "calls/s", "calls", *columns, *names]
+    headers = ["cell", "verdict", "calls/s", "calls", *(["versions"] if with_versions else []),
+               *columns, *names]
     return table(headers, rows)
 
 

@@ -26,3 +26,6 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 containers/base/make-base.sh
+# tests/docker/test_suites_docker.py runs trixie's and sid's rtpengine and Kamailio
+SUITE=trixie containers/base/make-base.sh
+SUITE=sid containers/base/make-base.sh

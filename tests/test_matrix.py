@@ -83,7 +83,7 @@ def test_cell_result_and_table():
     result = cell_result(cell, Summary.model_validate(
         summary("fail", 19.5, [2048, 4096, 3072], passed=False)))
     assert result.cps == 19.5
-    assert result.counters == (("kamailio.shm_used", 4096, 3072),)
+    assert result.counters == (("media.sessions", None, None), ("kamailio.shm_used", 4096, 3072))
     assert result.checks == (("no_orphan_sessions", False, 4),)
     text = matrix_table([result])
     assert "shm_manager-fm" in text and "FAIL (4)" in text
@@ -93,8 +93,29 @@ def test_cell_result_and_table():
 
 def test_a_cell_without_kamailio_shows_dashes():
     result = cell_result(Cell("x", ()), Summary(run_id="x", verdict="pass"))
-    assert result.counters == (("kamailio.shm_used", None, None),)
+    assert result.counters == (("media.sessions", None, None), ("kamailio.shm_used", None, None))
     assert "-" in matrix_table([result])
+    assert "versions" not in matrix_table([result])  # no service reported one
+
+
+def test_a_matrix_over_the_suite_shows_each_cells_versions():
+    def cell(suite: str, rtpengine: str, sessions: tuple[float, float, float]) -> Any:
+        data = summary("pass", 20.0, [1.0, 2.0, 1.0])
+        data["sut"] = {"versions": {"rtpengine": rtpengine, "kamailio": "5.6.3"}}
+        first, peak, last = sessions
+        data["counters"]["media.sessions"] = {"first": first, "peak": peak, "last": last}
+        return cell_result(Cell(f"suite-{suite}", (f"services.rtpengine.suite={suite}",)),
+                           Summary.model_validate(data))
+
+    results = [cell("bookworm", "10.5.3.5-1+deb12u1", (0, 31, 0)),
+               cell("sid", "26.0.1.26+0~mr26.0.1.26", (0, 29, 2))]
+    assert results[1].versions == (("rtpengine", "26.0.1.26+0~mr26.0.1.26"),
+                                   ("kamailio", "5.6.3"))
+    lines = matrix_table(results).splitlines()
+    assert "versions" in lines[0] and "sessions peak" in lines[0]
+    sid = next(line for line in lines if line.startswith("suite-sid"))
+    assert "rtpengine 26.0.1.26+0~mr26.0.1.26, kamailio 5.6.3" in sid
+    assert sid.split()[-5:-3] == ["29", "2"]  # sessions peak, last, then shm peak, last, check
 
 
 @dataclass

@@ -24,6 +24,7 @@ from rig.frozen import Frozen
 from rig.probes import Probe
 from rig.series import Event
 from rig.topology import Endpoints, ImageRecipe, RunningService, ServiceSpec
+from rig.topology.suite import DEFAULT_SUITE, Suite, host_suite, local_suite_problem
 
 ROLES = ("kernel", "media", "proxy")
 # The registry, in the order the report lists the services' peaks.
@@ -108,8 +109,15 @@ class MediaSettings(ServiceSettings):
 
 
 class OwnBuildSettings(ServiceSettings):
-    """A real service the user may bring in their own build: `binary:` (local target),
-    `image:` or `build:` (docker target), and `args:` after the rig's own options."""
+    """A real service from Debian's package of `suite`, or the user's own build: `binary:`
+    (local target), `image:` or `build:` (docker target), and `args:` after the rig's own
+    options."""
+
+    suite: Suite = Field(
+        default=DEFAULT_SUITE,
+        description="Debian suite whose package runs: the docker target builds the image on "
+                    "rig-base:<suite>; the local target runs the host's own (another suite "
+                    "is an error there)")
 
     binary: str | None = Field(default=None, min_length=1,
                                description="executable to run instead of the one on PATH "
@@ -125,6 +133,10 @@ class OwnBuildSettings(ServiceSettings):
     def one_image_source(self) -> OwnBuildSettings:
         if self.image is not None and self.build is not None:
             raise ValueError("give image: or build:, not both")
+        own = [key for key in ("binary", "image", "build") if getattr(self, key) is not None]
+        if own and "suite" in self.model_fields_set:
+            raise ValueError(f"give suite: or {own[0]}:, not both (suite picks Debian's "
+                             f"package; with {own[0]}: the build is your own)")
         return self
 
     def folder(self) -> str:
@@ -136,7 +148,7 @@ class OwnBuildSettings(ServiceSettings):
         if self.build is not None:
             return ImageRecipe(dockerfile=self.build.dockerfile, args=dict(self.build.args),
                                own=True)
-        return ImageRecipe()
+        return ImageRecipe(suite=self.suite)
 
     def check_target(self, name: str, target: str) -> None:
         docker_only = "image" if self.image is not None else (
@@ -147,6 +159,16 @@ class OwnBuildSettings(ServiceSettings):
         if target == "docker" and self.binary is not None and docker_only is None:
             raise UsageError(f"services.{name}.binary is for the local target "
                              f"(on the docker target give services.{name}.image or build)")
+        self.check_local_suite(name, target, host_suite)
+
+    def check_local_suite(self, name: str, target: str,
+                          host: Callable[[], str | None]) -> None:
+        """On the local target a suite given explicitly must be the host's: what is
+        installed there comes from it. Left at its default, the local target runs whatever
+        is installed, as it always did."""
+        if target == "local" and "suite" in self.model_fields_set:
+            if problem := local_suite_problem(name, self.suite, host()):
+                raise UsageError(problem)
 
     def executable(self, default: str) -> str:
         return self.binary or default

@@ -85,7 +85,8 @@ VERSION_LINE = re.compile(r"^Version:\s*(?P<version>\S+)", re.MULTILINE)
 
 
 def parse_rtpengine_version(text: str) -> str | None:
-    """`rtpengine --version` prints `Version: 10.5.3.5-1+deb12u1` (on stderr)."""
+    """`rtpengine --version` prints `Version: 10.5.3.5-1+deb12u1` (on stderr); trixie's
+    says `12.5.1.31-1`, sid's `26.0.1.26+0~mr26.0.1.26`."""
     match = VERSION_LINE.search(text)
     return match["version"] if match else None
 
@@ -102,8 +103,11 @@ class Rtpengine:
     # make_shard lines where a user's build carries the instrumentation line
     parse_log: LogParser | None = parse_rtpengine_line
     sip_port: None = None
-    matrix_counter: None = None
-    version_argv: tuple[str, ...] = ("rtpengine", "--version")
+    # what `rig matrix` compares across suites and builds: sessions at the peak and left over
+    matrix_counter: Peak = Peak("media.sessions", "sessions")
+    # 26.0 parses its config file before it prints the version, and Debian's default one
+    # names an interface `default` that a bare container lacks: "Fatal error"
+    version_argv: tuple[str, ...] = ("rtpengine", "--config-file=none", "--version")
     parse_version: Callable[[str], str | None] | None = parse_rtpengine_version
 
     def local_spec(self, settings: Any, site: Site, source: Path) -> ServiceSpec:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rig.errors import UsageError
+from rig.topology.suite import DEFAULT_SUITE
 from rig.topology.wait import WaitStrategy
 
 
@@ -48,12 +49,14 @@ class ServiceSpec:
 class ImageRecipe:
     """How the docker backend gets one service's image: `image` as given (the rig does not
     build it), else a build of the service's (patched) source copy: the rig's own on the
-    rig's base, or the user's (`own`) with their Dockerfile and build arguments."""
+    rig's base of `suite` (rig.topology.suite), or the user's (`own`) with their Dockerfile
+    and build arguments."""
 
     image: str | None = None
     dockerfile: str = "Dockerfile"
     args: Mapping[str, str] = field(default_factory=dict)
     own: bool = False
+    suite: str = DEFAULT_SUITE
 
 
 class RunningService(Protocol):

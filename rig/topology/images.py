@@ -1,7 +1,8 @@
 """Images of the services, built from `containers/<service>` with the Docker SDK.
 
-An image is tagged with the content hash of its (possibly patched) source folder, so an
-unchanged service is never rebuilt and two commits that differ only elsewhere share it.
+An image is tagged with the content hash of its (possibly patched) source folder and the
+Debian suite of its base (`rig-rtpengine:<hash>-trixie`), so an unchanged service is never
+rebuilt, two commits that differ only elsewhere share it, and the suites run side by side.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any
 from rig.errors import InfraError
 from rig.topology import ImageRecipe
 from rig.topology.source import IGNORED, tree_hash
+from rig.topology.suite import DEFAULT_SUITE, SUITES, base_image, make_base_hint
 
-DEFAULT_BASE = "rig-base:bookworm"
-MAKE_BASE_HINT = "containers/base/make-base.sh (or pass base='debian:bookworm-slim')"
+DEFAULT_BASE = base_image(DEFAULT_SUITE)
 SOURCE_LABEL = "rig.source-hash"
 ERROR_TAIL_LINES = 20
 REQUIREMENTS = "requirements.txt"
@@ -40,8 +41,9 @@ class Image:
     built: bool  # False when an image of the same sources already existed
 
 
-def image_tag(service: str, context: Path) -> str:
-    return f"rig-{service}:{tree_hash(context)}"
+def image_tag(service: str, context: Path, suite: str = DEFAULT_SUITE) -> str:
+    """The content hash of the context and the suite of the base: rig-kmod:<hash>-bookworm."""
+    return f"rig-{service}:{tree_hash(context)}-{suite}"
 
 
 def own_image_tag(service: str, context: Path, recipe: ImageRecipe) -> str:
@@ -95,36 +97,41 @@ def build_context(context: Path) -> Iterator[Path]:
         yield copy
 
 
-def require_base(client: Any, base: str) -> None:
+def require_base(client: Any, base: str, suite: str = DEFAULT_SUITE) -> None:
+    """InfraError, saying how to make it, when the rig's base of `suite` is missing."""
     from docker.errors import ImageNotFound
 
     try:
         client.images.get(base)
     except ImageNotFound:
-        if base != DEFAULT_BASE:
-            return  # another base (debian:bookworm-slim): the engine pulls it while building
-        raise InfraError(f"base image {base} not found: make it with {MAKE_BASE_HINT}") from None
+        if base not in {base_image(s) for s in SUITES}:
+            return  # another base (debian:trixie-slim): the engine pulls it while building
+        raise InfraError(f"base image {base} not found: make it with "
+                         f"{make_base_hint(suite)}") from None
 
 
 def build_image(
     client: Any,
     service: str,
     context: Path,
-    base: str = DEFAULT_BASE,
+    base: str | None = None,
     progress: Progress = print,
+    suite: str = DEFAULT_SUITE,
 ) -> Image:
-    """Build `containers/<service>` (or a patched copy) unless its hash tag exists."""
+    """Build `containers/<service>` (or a patched copy) on the base of `suite` (default
+    rig-base:<suite>; a registry's debian:<suite>-slim works too) unless its tag exists."""
     from docker.errors import ImageNotFound
 
     if not (context / "Dockerfile").is_file():
         raise InfraError(f"{service}: no Dockerfile in {context}")
-    tag = image_tag(service, context)
+    base = base or base_image(suite)
+    tag = image_tag(service, context, suite)
     try:
         client.images.get(tag)
         return Image(service, tag, built=False)
     except ImageNotFound:
         pass
-    require_base(client, base)
+    require_base(client, base, suite)
     progress(f"building {tag} from {context.name}/ on {base}")
     with build_context(context) as prepared:
         _build(client, service, prepared, tag, base, progress)
@@ -188,32 +195,34 @@ def _build(client: Any, service: str, context: Path, tag: str, base: str,
 
 
 def build_images(
-    client: Any, contexts: Mapping[str, Path], base: str = DEFAULT_BASE,
+    client: Any, contexts: Mapping[str, Path], base: str | None = None,
     progress: Progress = print, recipes: Mapping[str, ImageRecipe] | None = None,
 ) -> dict[str, Image]:
     """One image per service, in order, as its recipe says (default: the rig's build of its
-    folder); the first failure stops the rest."""
+    folder on the base of the recipe's suite); the first failure stops the rest."""
     recipes = recipes or {}
     return {name: image_for(client, name, path, recipes.get(name, ImageRecipe()), base,
                             progress)
             for name, path in contexts.items()}
 
 
-def image_for(client: Any, service: str, context: Path, recipe: ImageRecipe, base: str,
-              progress: Progress) -> Image:
+def image_for(client: Any, service: str, context: Path, recipe: ImageRecipe,
+              base: str | None, progress: Progress) -> Image:
     if recipe.image is not None:
         return given_image(client, service, recipe.image)
     if recipe.own:
         return build_own_image(client, service, context, recipe, progress)
-    return build_image(client, service, context, base, progress)
+    return build_image(client, service, context, base, progress, recipe.suite)
 
 
 def build_service_images(
-    root: Path, services: Sequence[str], base: str = DEFAULT_BASE,
+    root: Path, services: Sequence[str], base: str | None = None,
     on_image: Callable[[str, str, bool, float], None] = lambda *shown: None,
+    suite: str = DEFAULT_SUITE,
 ) -> list[Image]:
     """`rig images`: build the named services of `root` (default: every folder with a
-    Dockerfile); `on_image(service, tag, built, seconds)` after each one."""
+    Dockerfile) on the base of `suite`; `on_image(service, tag, built, seconds)` after each
+    one."""
     import time
 
     from rig.errors import UsageError
@@ -221,6 +230,8 @@ def build_service_images(
 
     if not root.is_dir():
         raise UsageError("no containers/ folder here: run `rig images` from the rig checkout")
+    if suite not in SUITES:
+        raise UsageError(f"--suite {suite!r}: no such Debian suite (allowed: {', '.join(SUITES)})")
     available = sorted(p.parent.name for p in root.glob("*/Dockerfile"))
     unknown = sorted(set(services) - set(available))
     if unknown:
@@ -231,7 +242,7 @@ def build_service_images(
     try:
         for service in services or available:
             started = time.monotonic()
-            image = build_image(client, service, root / service, base)
+            image = build_image(client, service, root / service, base, suite=suite)
             on_image(service, image.tag, image.built, time.monotonic() - started)
             built.append(image)
     finally:

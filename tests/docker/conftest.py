@@ -13,6 +13,7 @@ import pytest
 
 from rig.errors import InfraError
 from rig.topology.images import DEFAULT_BASE
+from rig.topology.suite import base_image
 
 
 def _unavailable(reason: str) -> None:
@@ -41,3 +42,18 @@ def docker_client() -> Iterator[Any]:
 def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RIG_RUNTIME_DIR", str(tmp_path / "runtime"))
     return tmp_path
+
+
+@pytest.fixture
+def suite_base(docker_client: Any) -> Any:
+    """`suite_base("sid")` skips (fails under CI) when rig-base:sid is missing."""
+
+    def need(suite: str) -> str:
+        try:
+            docker_client.images.get(base_image(suite))
+        except Exception:
+            _unavailable(f"base image {base_image(suite)} missing: run "
+                         f"SUITE={suite} containers/base/make-base.sh")
+        return base_image(suite)
+
+    return need
