@@ -96,17 +96,23 @@ class RunOutcome:
 
 @dataclass
 class Recorder:
-    """Collects samples and events in memory and streams them into the run folder."""
+    """Streams samples and events into the run folder. Samples are not kept in memory (a
+    long run would grow by every one of them): the checks read series.csv back at the end.
+    Events are few and are kept."""
 
     folder: Any  # rig.results.RunFolder
-    series: Series = field(default_factory=Series)
     events: list[Event] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def sample(self, sample: Sample) -> None:
         with self.lock:
-            self.series.append(sample)
             self.folder.append_sample(sample)
+
+    def series(self) -> Series:
+        from rig.results import read_series
+
+        with self.lock:
+            return read_series(self.folder.path)
 
     def event(self, event: Event) -> None:
         with self.lock:
@@ -472,12 +478,13 @@ class Run:
         from rig.report import html_report, plot_run
         from rig.results import build_summary
 
-        verdicts = run_checks(self.scenario.checks, recorder.series, recorder.events, window)
+        series = recorder.series()
+        verdicts = run_checks(self.scenario.checks, series, recorder.events, window)
         summary = build_summary(
             run_id=run_id,
             scenario=self.scenario,
             verdicts=verdicts,
-            series=recorder.series,
+            series=series,
             events=recorder.events,
             load=load,
             sut={
