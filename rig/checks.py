@@ -340,13 +340,42 @@ def relay_alive(
     crashes = [e for e in events if e.kind == "crash"
                and service in (e.data.get("service", service), e.data.get("role"))]
     if crashes:
-        first = crashes[0]
-        line = str(first.data.get("line") or "(no CRIT line)")
-        return Verdict(name, False, len(crashes), 0,
-                       f"{service} crashed at t={first.t:.2f} s: {line}")
+        detail = crash_detail(crashes[0], service, "(no CRIT line)")
+        return Verdict(name, False, len(crashes), 0, detail)
     if not series.samples:
         return Verdict(name, False, None, 0, "no samples at all: nothing shows it was running")
     return Verdict(name, True, 0, 0, f"no crash of {service}")
+
+
+def crash_detail(crash: Event, who: str, no_line: str = "(no line in the log)") -> str:
+    """How a service ended, from its `crash` event: the watch's cause (who, pid, signal,
+    when) where the event has one, then the line its log ended with; `who` names the
+    service in an event without a cause (a run folder from before the watch)."""
+    line = str(crash.data.get("line") or no_line)
+    cause = crash.data.get("cause")
+    if cause:
+        return f"{cause}; its log ends with: {line}"
+    return f"{who} crashed at t={crash.t:.2f} s: {line}"
+
+
+class ServicesAliveParams(Params):
+    """No parameters: every service the run started counts."""
+
+
+@register(ServicesAliveParams)
+def services_alive(series: Series, events: Sequence[Event], window: RunWindow) -> Verdict:
+    """Every service stayed up until the rig stopped it; the detail names the first death."""
+    name = "services_alive"
+    crashes = sorted((e for e in events if e.kind == "crash"), key=lambda e: e.t)
+    if crashes:
+        others = sorted({str(e.data.get("service")) for e in crashes[1:]})
+        also = f" (also stopped: {', '.join(others)})" if others else ""
+        first = crashes[0]
+        detail = crash_detail(first, str(first.data.get("service", "a service")))
+        return Verdict(name, False, len(crashes), 0, detail + also)
+    if not series.samples:
+        return Verdict(name, False, None, 0, "no samples at all: nothing shows they ran")
+    return Verdict(name, True, 0, 0, "every service stayed up until the rig stopped it")
 
 
 class ProxyAliveParams(Params):
@@ -366,10 +395,7 @@ def proxy_alive(
     crashes = [e for e in events if e.kind == "crash"
                and service in (e.data.get("service"), e.data.get("role"))]
     if crashes:
-        first = crashes[0]
-        line = str(first.data.get("line") or "(no line in the log)")
-        return Verdict(name, False, len(crashes), 0,
-                       f"{service} crashed at t={first.t:.2f} s: {line}")
+        return Verdict(name, False, len(crashes), 0, crash_detail(crashes[0], service))
     if (gone := missing(name, [counter], series)) is not None:
         return gone
     after = [t for t, _ in series.column(counter) if t > window.load_stop]

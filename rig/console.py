@@ -50,11 +50,12 @@ def comparison_table(labels: Sequence[str], summaries: Sequence[Summary]) -> str
 
 
 def diagnosis_lines(summary: Summary) -> list[str]:
-    """Race or growth, and the time to the ceiling, for the lines under the verdict table."""
+    """A service's death, race or growth, and the time to the ceiling, for the lines under
+    the verdict table."""
+    lines = death_lines(summary)
     diagnosis = summary.diagnosis
     if diagnosis is None:
-        return []
-    lines = []
+        return lines
     if (race := diagnosis.make_shard) is not None:
         lines.append(
             f"make_shard: {race.verdict} ({race.racing_clusters} of "
@@ -65,6 +66,14 @@ def diagnosis_lines(summary: Summary) -> list[str]:
     elif diagnosis.pin_steps:
         lines.append("time to the ceiling: too few bursts after the warm-up to fit")
     return lines
+
+
+def death_lines(summary: Summary) -> list[str]:
+    """The first service that died during the run (who, pid, signal, when), if one did."""
+    alive = summary.check("services_alive")
+    if alive is None or alive.passed or not alive.observed:
+        return []
+    return [f"died: {alive.detail}"]
 
 
 class Progress:

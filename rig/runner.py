@@ -48,6 +48,7 @@ from rig.topology import Endpoints, Stack, backend_class
 from rig.topology.destinations import Destinations, parse_networks
 from rig.topology.runtime import RunRecord, process_labels, reserved_host
 from rig.topology.source import apply_patches, check_sources, copy_file, copy_sources
+from rig.topology.watch import Death, Watch
 
 RIG_ROOT = Path(__file__).resolve().parents[1]
 CRASH_POLL_S = 0.1
@@ -181,7 +182,6 @@ class Run:
         self.recording = self._recording(request.scenario_path)
         self.hostile: Any = None  # rig.load.hostile.HostileTraffic, with a `hostile:` section
         self.stack_timing: dict[str, float] = {}
-        self.exited: list[str] = []
         self.crit_lines: dict[str, str] = {}  # service -> its last CRIT line
         self.versions: dict[str, str] = {}  # service -> the version it reports
         self.namespace: str | None = None
@@ -387,14 +387,16 @@ class Run:
         stack.callback(sampler.stop)
         progress = Progress(self.request.progress, scenario.duration + scenario.settle)
         stack.callback(progress.close)
-        report, crashed = asyncio.run(
-            drive_until_crash(driver, scenario.duration, self._first_exit(services),
+        watch = Watch(services.services, self._now)
+        watch.start()
+        stack.callback(watch.stop)  # before the services stop: registered after them
+        report, _ = asyncio.run(
+            drive_until_crash(driver, scenario.duration, watch.first_exit_code,
                               progress.update, self.hostile)
         )
         load_stop = self._now()
         self._settle(scenario.settle, progress)
-        if crashed or self._first_exit(services)() is not None:
-            self._note_crash(services, recorder)
+        self._note_crash(watch.stop(), services, recorder)
         sampler.stop()
         for follower in followers:
             follower.stop()
@@ -435,28 +437,17 @@ class Run:
             self.crit_lines[name] = str(event.data["line"])
         recorder.event(event)
 
-    def _first_exit(self, services: Stack) -> Callable[[], int | None]:
-        """The exit code of the first service that stopped during the run, else None."""
-
-        def exit_code() -> int | None:
-            for name, running in services.services.items():
-                code = running.exit_code()
-                if code is not None:
-                    if name not in self.exited:
-                        self.exited.append(name)
-                    return code
-            return None
-
-        return exit_code
-
-    def _note_crash(self, services: Stack, recorder: Recorder) -> None:
-        for name in self.exited:
-            running = services.services[name]
-            line = (self.crit_lines.get(name) or last_log_line(running.log_path)
+    def _note_crash(self, deaths: list[Death], services: Stack, recorder: Recorder) -> None:
+        """A `crash` event per service that stopped during the run, at the moment the
+        watch saw it, naming its pid and signal and quoting its CRIT (or last) log line."""
+        for death in deaths:
+            name = death.service
+            line = (self.crit_lines.get(name) or last_log_line(services.services[name].log_path)
                     or "(no line in the log)")
-            recorder.event(Event(self._now(), "crash", {
-                "service": name, "role": role_of(name),
-                "exit_code": running.exit_code(), "line": line,
+            recorder.event(Event(death.t, "crash", {
+                "service": name, "role": role_of(name), "pid": death.pid,
+                "exit_code": death.exit_code, "signal": death.signal, "cause": death.cause(),
+                "line": line,
             }))
 
     def _note_orphans(self, recorder: Recorder) -> None:

@@ -295,20 +295,26 @@ class Scenario(Frozen):
     netns: Netns | None = Field(default=None, description=(
         "run the rig and its services in a network namespace of the run's own; null: not"))
     checks: Checks = Field(description=(
-        "calls_completed (min_ratio 0.95) is on unless set here or `calls_completed: off`"))
+        "calls_completed (min_ratio 0.95) and services_alive are on unless set here or "
+        "turned off (`calls_completed: off`)"))
 
     @model_validator(mode="before")
     @classmethod
-    def calls_completed_by_default(cls, data: Any) -> Any:
-        """A run whose calls mostly fail must not pass because its scenario forgot to ask."""
+    def checks_on_by_default(cls, data: Any) -> Any:
+        """A run whose calls mostly fail, or whose SUT died, must not pass because its
+        scenario forgot to ask."""
         if not isinstance(data, dict) or not isinstance(data.get("checks"), dict):
             return data
         checks = dict(data["checks"])
-        if "calls_completed" not in checks:
-            if makes_calls(data):
-                checks["calls_completed"] = {"min_ratio": DEFAULT_CALLS_COMPLETED}
-        elif checks["calls_completed"] is False or checks["calls_completed"] == "off":
-            checks["calls_completed"] = None  # YAML reads a bare `off` as false
+        defaults: dict[str, dict[str, Any]] = {"services_alive": {}}
+        if makes_calls(data):
+            defaults["calls_completed"] = {"min_ratio": DEFAULT_CALLS_COMPLETED}
+        for name in ("calls_completed", "services_alive"):
+            if name not in checks:
+                if name in defaults:
+                    checks[name] = defaults[name]
+            elif checks[name] is False or checks[name] == "off":
+                checks[name] = None  # YAML reads a bare `off` as false
         return {**data, "checks": checks}
 
     @field_validator("allow_destinations")

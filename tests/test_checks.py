@@ -272,6 +272,25 @@ def test_a_crash_of_the_proxy_fails_proxy_alive_and_not_relay_alive():
     assert one("relay_alive", series, events).passed
 
 
+def test_a_death_the_watch_saw_names_pid_signal_and_time_in_every_alive_check():
+    events = [
+        Event(3.2, "crash", {"service": "relay", "role": "media", "exit_code": -6,
+                             "cause": "relay (pid 41) died with SIGABRT at t=3.20 s",
+                             "line": "CRIT: E2BIG"}),
+        Event(2.5, "crash", {"service": "kmod", "role": "kernel", "exit_code": -9,
+                             "cause": "kmod (pid 40) died with SIGKILL at t=2.50 s",
+                             "line": "kmod: pin"}),
+    ]
+    series = series_of([{"kmod.pins": 1.0}] * 11)
+    verdict = one("services_alive", series, events)
+    assert not verdict.passed and verdict.observed == 2
+    assert verdict.detail == ("kmod (pid 40) died with SIGKILL at t=2.50 s; its log ends "
+                              "with: kmod: pin (also stopped: relay)")
+    assert one("relay_alive", series, events).detail == (
+        "relay (pid 41) died with SIGABRT at t=3.20 s; its log ends with: CRIT: E2BIG")
+    assert one("services_alive", series, []).passed
+
+
 # -- what measured nothing cannot pass ---------------------------------------------------
 
 DEFAULT_PARAMS = {
@@ -286,6 +305,7 @@ DEFAULT_PARAMS = {
     "make_shard_race": {},
     "pins_below_alert": {},
     "proxy_alive": {},
+    "services_alive": {},
 }
 
 
@@ -300,8 +320,8 @@ def test_an_empty_series_fails_every_check(name):
     assert "no samples" in verdict.detail
 
 
-@pytest.mark.parametrize("name", sorted(set(DEFAULT_PARAMS) - {"relay_alive",
-                                                                  "make_shard_race"}))
+@pytest.mark.parametrize("name", sorted(set(DEFAULT_PARAMS) - {
+    "relay_alive", "make_shard_race", "services_alive"}))
 def test_a_missing_counter_fails_and_names_it(name):
     verdict = one(name, series_of([{"other.counter": 1}] * 12), **DEFAULT_PARAMS[name])
     assert not verdict.passed

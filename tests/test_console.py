@@ -48,3 +48,12 @@ def test_a_run_that_only_grew_says_growth():
         "make_shard: growth (0 of 4 concurrent cluster(s) raced; 0 of 13 call(s) did not need "
         "their shard)")
     assert "PASS  make_shard_race  0 (growth)" in verdict_table(summary("pass", (GROWTH,)))
+
+
+def test_a_death_is_the_first_line_under_the_table():
+    died = {"name": "services_alive", "passed": False, "observed": 1, "limit": 0,
+            "detail": "relay (pid 7) died with SIGKILL at t=1.20 s; its log ends with: x"}
+    assert diagnosis_lines(summary(checks=(died,))) == [
+        "died: relay (pid 7) died with SIGKILL at t=1.20 s; its log ends with: x"]
+    no_samples = {**died, "observed": None, "detail": "no samples at all"}
+    assert diagnosis_lines(summary(checks=(no_samples,))) == []

@@ -81,8 +81,9 @@ def test_minimal_scenario_gets_defaults(tmp_path):
     s = load_scenario(write(tmp_path, MINIMAL))
     assert s.bursts is None
     assert s.services.relay.workers == 4
-    assert s.checks.names() == ["calls_completed", "relay_alive"]
+    assert s.checks.names() == ["calls_completed", "relay_alive", "services_alive"]
     assert dict(s.checks.items())["calls_completed"] == {"min_ratio": 0.95}
+    assert dict(s.checks.items())["services_alive"] == {}
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
@@ -101,7 +102,9 @@ def test_every_scenario_that_places_calls_checks_that_they_complete(tmp_path, ov
 
 def test_calls_completed_off_in_a_file(tmp_path):
     s = load_scenario(write(tmp_path, MINIMAL + "  calls_completed: off\n"))
-    assert s.checks.names() == ["relay_alive"]
+    assert s.checks.names() == ["relay_alive", "services_alive"]
+    s = load_scenario(write(tmp_path, MINIMAL + "  services_alive: off\n"))
+    assert s.checks.names() == ["calls_completed", "relay_alive"]
 
 
 def test_scenario_models_are_frozen(tmp_path):
@@ -149,7 +152,7 @@ def test_override_can_create_a_missing_section(tmp_path):
 
 def test_override_can_turn_on_a_check(tmp_path):
     s = load_scenario(write(tmp_path, MINIMAL), ["checks.calls_completed.min_ratio=0.9"])
-    assert s.checks.names() == ["calls_completed", "relay_alive"]
+    assert s.checks.names() == ["calls_completed", "relay_alive", "services_alive"]
 
 
 @pytest.mark.parametrize("override", ["load.cps", "=5", "load..cps=5", ".cps=1"])
@@ -229,7 +232,7 @@ def test_empty_file_says_what_is_required(tmp_path):
                                           "(allowed: service)"),
         ("checks.back_to_baseline={counters: [], within: 1}",
          "checks.back_to_baseline.counters: [] is out of range (allowed: 1 <= length)"),
-        ("checks={relay_alive: null, calls_completed: off}",
+        ("checks={relay_alive: null, calls_completed: off, services_alive: off}",
          "checks: no check is on; a run that checks nothing cannot pass"),
         ("netns.udp_timeout=0", "netns.udp_timeout: 0 is out of range "
                                 "(allowed: 1 <= value <= 3600)"),

@@ -69,6 +69,8 @@ def pin_steps(column: Sequence[tuple[float, float]]) -> list[PinStep]:
 def plateaus(column: Sequence[tuple[float, float]], bursts: Sequence[float],
              until: float) -> list[tuple[float, float]]:
     """(burst time, last reading before the next burst or `until`) for each burst."""
+    if not bursts:  # a run that died before its first burst
+        return []
     ends = [*bursts[1:], until]
     out = []
     for t, end in zip(bursts, ends, strict=True):

@@ -2,7 +2,9 @@
 
 Each process gets its own session (so a Ctrl-C in the terminal reaches the rig, which
 then stops the services in order), a parent-death signal (so they die with a killed rig),
-the run label in its environment, and its output in the run folder's logs/.
+the run label in its environment, and its output in the run folder's logs/. Stopping a
+service also kills what is left of its process group: the parent-death signal reaches only
+the process the rig started, so the workers a Kamailio forked outlive a killed main process.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class LocalService:
         return self.process.poll()
 
     def stop(self) -> int:
-        """SIGTERM, a grace period, then SIGKILL. Returns the exit code."""
+        """SIGTERM, a grace period, then SIGKILL; then SIGKILL to whatever of its process
+        group is left. Returns the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -52,7 +55,18 @@ class LocalService:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=STOP_GRACE_S)
+        kill_group(self.process.pid)
         return self.process.returncode
+
+
+def kill_group(pgid: int) -> bool:
+    """SIGKILL to a process group the rig made (each service is a session leader, so its
+    pid is its group's id); False when no process of it is left."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 VERSION_TIMEOUT_S = 10.0

@@ -130,3 +130,10 @@ def test_a_step_at_the_first_burst_after_the_warm_up_is_growth():
     assert p is not None and p.fit.start == 2 and p.fit.last == 5
     assert p.fit.per_burst > 0
     assert not projection_text(p).startswith("no growth")
+
+
+def test_a_run_that_died_before_its_first_burst_has_no_projection():
+    """The crash's time is when the watch saw it: it can come before any burst."""
+    series, events = stepped([1] * 4)
+    died = [*events, Event(0.5, "crash", {"service": "relay"})]
+    assert project(series, died, window_of(series), bursts_per_hour=30, ceilings=(16,)) is None

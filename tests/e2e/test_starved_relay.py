@@ -25,8 +25,9 @@ def run(tmp_path: Path, name: str, *extra: str):
 def test_a_relay_out_of_ports_fails_the_run_on_calls_completed(tmp_path: Path):
     outcome = run(tmp_path, "starved")
     checks = {c.name: c for c in outcome.summary.checks}
-    assert set(checks) == {"relay_alive", "calls_completed"}
+    assert set(checks) == {"relay_alive", "calls_completed", "services_alive"}
     assert checks["relay_alive"].passed  # the relay is fine: it only ran out of ports
+    assert checks["services_alive"].passed
     completed = checks["calls_completed"]
     assert not completed.passed
     assert isinstance(completed.observed, float) and completed.observed < 0.5, completed
@@ -36,5 +37,5 @@ def test_a_relay_out_of_ports_fails_the_run_on_calls_completed(tmp_path: Path):
 
 def test_with_calls_completed_off_the_same_run_passes(tmp_path: Path):
     outcome = run(tmp_path, "unchecked", "checks.calls_completed=off")
-    assert [c.name for c in outcome.summary.checks] == ["relay_alive"]
+    assert [c.name for c in outcome.summary.checks] == ["relay_alive", "services_alive"]
     assert outcome.verdict == "pass"

@@ -109,3 +109,46 @@ def test_gc_kills_a_labelled_orphan_of_its_own_runtime(runtime: Path):
         assert not psutil.pid_exists(orphan.pid)
     finally:
         orphan.kill()
+
+
+FORKS_A_WORKER = (
+    "import os, socket, sys, time\n"
+    "child = os.fork()\n"
+    "if child == 0:\n"
+    "    time.sleep(60); os._exit(0)\n"
+    "print('worker', child, flush=True)\n"
+    "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen()\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_stopping_a_service_whose_main_process_was_killed_kills_its_workers(runtime: Path):
+    """Kamailio's workers do not die with a SIGKILLed main process (no parent-death signal
+    reaches them); the stack's stop must not leave them running."""
+    record = RunRecord.for_this_process("test-run-workers")
+    sock = runtime / "forks.sock"
+    spec = ServiceSpec("forks", [sys.executable, "-c", FORKS_A_WORKER, str(sock)],
+                       ready=UnixSocketAccepts(sock))
+    stack = LocalBackend(Endpoints("127.0.9.1"), runtime, record).start([spec])
+    main = stack.services["forks"]
+    worker = int((runtime / "forks.log").read_text().split()[1])
+    os.kill(main.pid, 9)
+    main.process.wait(5)
+    assert psutil.Process(worker).status() != psutil.STATUS_ZOMBIE  # outlived its parent
+    stack.close()
+    assert stack.exit_codes["forks"] == -9
+    assert gone_within(worker, 5.0)
+    record.remove()
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    """A SIGKILL is delivered asynchronously: the process is gone (or a zombie) soon after."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
