@@ -22,6 +22,7 @@ BENCHES = [
     ("time to reproduce pin-race, old engine vs new", ["bench_reproduce.py", "--runs", "5"]),
     ("pin race: phantom shard rate, stock vs fixes", ["sut_race.py"]),
     ("flaky-aware bisect vs repeat-k and git-bayesect", ["bench_bisect.py"]),
+    ("a 2x2 matrix serial, --jobs 2 and on an embedded Ray", ["bench_jobs.py"]),
     ("SIGKILL of rig run at random moments, then rig gc: what is left", ["chaos.py"]),
 ]
 

@@ -130,24 +130,17 @@ class SerialPool:
 
 # -- the local pool ------------------------------------------------------------------------
 
-class _Stopping:
-    """Set in a child once it was asked to stop: a second signal must not cut its cleanup."""
-
-    asked = False
-
-
-def _stop_once(signum: int, frame: object) -> None:
-    if _Stopping.asked:
-        return
-    _Stopping.asked = True
+def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 def _child(run: RunFn, index: int, request: Any, conn: Any) -> None:
-    """A spawned run: SIGINT (the terminal's Ctrl-C) and SIGTERM (the parent's) both stop
-    the run the way Ctrl-C stops `rig run`; the Done goes back through the pipe."""
-    signal.signal(signal.SIGINT, _stop_once)
-    signal.signal(signal.SIGTERM, _stop_once)
+    """A spawned run, in a process group of its own: the terminal's Ctrl-C reaches only the
+    parent, which passes one SIGINT on to each child, so a run and what it started stop
+    exactly as `rig run` does on Ctrl-C (once, never cut short by a second signal)."""
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # asyncio.run relies on it
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         done = timed(run, index, request, SystemClock())
     except KeyboardInterrupt:
@@ -215,11 +208,11 @@ class ProcessPool:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         """Runs still going when the pool is left (Ctrl-C, or the caller stopped on an
-        error) are asked to stop and waited for; one that hangs is killed."""
+        error) get one Ctrl-C and are waited for; one that hangs is killed."""
         running, self.running = list(self.running.values()), {}
         for item in running:
             if item.process.is_alive() and item.process.pid is not None:
-                os.kill(item.process.pid, signal.SIGTERM)
+                os.kill(item.process.pid, signal.SIGINT)
         deadline = time.monotonic() + STOP_GRACE_S
         for item in running:
             item.process.join(max(0.0, deadline - time.monotonic()))

@@ -51,6 +51,9 @@ def start_ray(address: str, jobs: int | None) -> str | None:
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise InfraError(f"--cluster {address}: cannot join the Ray cluster: {exc}") from exc
         return None
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # the switch, when Ray was imported before it
     temp = private_temp_dir("rig-ray-")
     try:
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",

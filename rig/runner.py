@@ -46,7 +46,7 @@ from rig.services import LogParser, Site, role_of, service, service_ports
 from rig.summary import Summary
 from rig.topology import Endpoints, Stack, backend_class
 from rig.topology.destinations import Destinations, parse_networks
-from rig.topology.runtime import RunRecord, process_labels, reserved_host
+from rig.topology.runtime import RunRecord, held_kernel_table, process_labels, reserved_host
 from rig.topology.source import apply_patches, check_sources, copy_file, copy_sources
 from rig.topology.watch import Death, Watch
 
@@ -238,6 +238,8 @@ class Run:
             self._enter_namespace(stack, record, run_id, tree)
             endpoints = Endpoints(host=stack.enter_context(reserved_host(run_ports())),
                                   relay_rtp_ports=self.ports.relay, rig_rtp_ports=self.ports.rig)
+            for table in self._kernel_tables():
+                stack.enter_context(held_kernel_table(table))
             self.capture = start_capture(
                 self.scenario.capture, folder.path, run_filter(endpoints, self.plan.sip_port),
                 record.add_process, process_labels(run_id))
@@ -302,6 +304,12 @@ class Run:
         self.stack_timing["stack_start_s"] = round(self.clock.monotonic() - began, 3)
         stack.callback(services.close)
         return services
+
+    def _kernel_tables(self) -> list[int]:
+        """The machine's kernel forwarding tables the run opens (rtpengine's `table` >= 0);
+        the kmod model's tables live in the run's own folder and need no hold."""
+        tables = (getattr(self.plan.settings_of(name), "table", -1) for name in self.plan.services)
+        return sorted({t for t in tables if isinstance(t, int) and t >= 0})
 
     def _sources(self) -> dict[str, str]:
         """The folder each service runs from: its source, or the context of a user's build."""

@@ -74,6 +74,24 @@ def reserved_host(probe_ports: list[int], rng: random.Random | None = None) -> I
     raise InfraError("no free loopback address found for this run")
 
 
+@contextmanager
+def held_kernel_table(table: int) -> Iterator[int]:
+    """Hold kernel forwarding table `table` (/proc/rtpengine/<table>) for a run: the module's
+    tables are one set per machine, so two runs at once (`--jobs`) must not share one. The
+    lock lives beside the loopback blocks, machine-wide, whatever RIG_RUNTIME_DIR says."""
+    from rig.topology.loopback import blocks_dir
+
+    path = blocks_dir() / f"kernel-table-{table}.lock"
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InfraError(f"kernel table {table} is in use by another run on this machine; "
+                             "give each run at once a table of its own (e.g. a matrix axis "
+                             "services.rtpengine.table=0,1)") from None
+        yield table
+
+
 @dataclass
 class RunRecord:
     """What one run started; written when it changes, removed when the run ends cleanly."""

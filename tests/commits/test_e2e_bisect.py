@@ -3,6 +3,7 @@
 Each scenario run takes several seconds, and a bisect needs a dozen or more of them.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,19 @@ def test_bisect_finds_the_commit_that_removed_the_fix(tmp_path: Path, culprit: i
     assert result.best == culprit
     assert result.culprit.sha == history.commits[culprit].sha
     assert (tmp_path / "out" / "bisect.json").is_file()
+
+
+def test_bisect_parallel_2_finds_the_same_culprit(tmp_path: Path):
+    from rig.distribute import Dispatch
+    from rig.runner import run_scenario
+
+    history = build_demo_history(tmp_path / "demo", commits=16, culprit=8)
+    args = BisectArgs(history.root, "HEAD~15", "HEAD",
+                      history.root / "scenarios" / "pin-race.yaml",
+                      max_runs=60, overrides=SHORT)
+    result = bisect(args, tmp_path / "out", run_scenario, dispatch=Dispatch(jobs=2))
+    assert result.reason == "confident", result
+    assert result.best == 8  # what the serial bisect answers (the test above)
+    state = json.loads((tmp_path / "out" / "bisect.json").read_text())
+    folders = [r["folder"] for r in state["runs"] if r["folder"]]
+    assert len(set(folders)) == len(folders)  # runs at once never share a run folder

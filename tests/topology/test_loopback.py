@@ -44,3 +44,18 @@ def test_another_process_gets_another_block() -> None:
     theirs = queue.get(timeout=30)
     child.join(30)
     assert theirs != mine
+
+
+def test_a_kernel_table_is_held_by_one_run_at_a_time():
+    from rig.errors import InfraError
+    from rig.topology.runtime import held_kernel_table
+
+    table = 40 + os.getpid() % 20  # a table no other test process of this run holds
+    with held_kernel_table(table):
+        with pytest.raises(InfraError, match=f"kernel table {table} is in use"):
+            with held_kernel_table(table):
+                pass
+        with held_kernel_table(table + 1):
+            pass  # another table is free
+    with held_kernel_table(table):
+        pass  # released with the run
