@@ -81,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(verdict_table(outcome.summary))
     for line in diagnosis_lines(outcome.summary):
         print(line)
+    if outcome.summary.error:
+        print(f"error: {outcome.summary.error}")
     print(f"verdict: {outcome.verdict}")
     print(f"report: {outcome.folder / 'report.html'}")
     return outcome.exit_code

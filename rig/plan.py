@@ -161,6 +161,37 @@ def calls_plan(scenario: Any, recording: Any = None) -> Any:
     )
 
 
+def load_processes(scenario: Any, plan: StackPlan, cpus: int) -> int:
+    """How many generator processes the run starts (`load.processes`; `auto`: the `cpus`
+    left after one for the media relay and one for the proxy, at least 1).
+
+    More than one needs the rig to send NG itself (topology model): each process calls
+    its own UAS port, and Kamailio sends every call to its one CALLEE port."""
+    from rig.load.shares import auto_processes
+
+    wanted = scenario.load.processes
+    if wanted == "auto":
+        return 1 if plan.proxy else auto_processes(cpus, 1)
+    if wanted > 1 and plan.proxy:
+        raise UsageError(f"load.processes: {wanted} needs topology: model (Kamailio sends "
+                         "every call to one callee port) (allowed: 1 or auto with "
+                         f"topology: {plan.topology})")
+    if wanted > scenario.load.max_concurrent:
+        raise ScenarioError(f"load.processes: {wanted} processes cannot share "
+                            f"load.max_concurrent: {scenario.load.max_concurrent} (allowed: "
+                            "at most max_concurrent processes)")
+    return int(wanted)
+
+
+def generator_shares(scenario: Any, targets: Any, processes: int, recording: Any = None
+                     ) -> list[Any]:
+    """Each generator process's share (rig.load.shares.GeneratorShare) of the run's load."""
+    from rig.load.shares import shares
+
+    return shares(calls_plan(scenario, recording), burst_plan(scenario), targets,
+                  scenario.seed, processes, tuple(scenario.allow_destinations))
+
+
 def burst_plan(scenario: Any) -> Any:
     from rig.load.driver import BurstPlan
 

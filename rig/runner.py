@@ -32,7 +32,9 @@ from rig.plan import (
     burst_plan,
     calls_plan,
     check_recording,
+    generator_shares,
     hostile_plan,
+    load_processes,
     port_layout,
     stack_plan,
     targets_for,
@@ -52,13 +54,16 @@ from rig.topology.watch import Death, Watch
 
 RIG_ROOT = Path(__file__).resolve().parents[1]
 CRASH_POLL_S = 0.1
-EXIT_PASS, EXIT_FAIL = 0, 1
+EXIT_PASS, EXIT_FAIL, EXIT_INFRA = 0, 1, 3
 
 
-def run_ports() -> list[int]:
-    """The fixed ports a run needs free on its host: the rig's UAC and UAS, the services'."""
+def run_ports(processes: int = 1) -> list[int]:
+    """The fixed ports a run needs free on its host: the rig's UAC and UAS (one pair per
+    generator process), the services'."""
+    from rig.load.shares import extra_sip_ports
+
     rig = Endpoints("")
-    return sorted({rig.uac_port, rig.uas_port, *service_ports()})
+    return sorted({rig.uac_port, rig.uas_port, *extra_sip_ports(processes), *service_ports()})
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,8 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
+        if self.verdict == "error":  # the rig's own machinery failed (a generator died)
+            return EXIT_INFRA
         return EXIT_PASS if self.verdict == "pass" else EXIT_FAIL
 
 
@@ -175,6 +182,10 @@ class Run:
         self.backend_factory = backend_class(self.target)
         self.plan = stack_plan(self.scenario)
         self.ports = port_layout(self.scenario, self.plan)
+        from rig.load.shares import usable_cpus
+
+        self.processes = load_processes(self.scenario, self.plan, usable_cpus())
+        self.load_error: str | None = None  # a generator process that died: verdict error
         for name in self.plan.services:
             self.plan.settings_of(name).check_target(name, self.target)
         check_sources(self.repo, self._sources(), allow_outside=request.allow_outside_sources)
@@ -236,8 +247,9 @@ class Run:
             tree = self._prepare_sources(stack, record)
             # before the capture and the services, so that both live in the namespace
             self._enter_namespace(stack, record, run_id, tree)
-            endpoints = Endpoints(host=stack.enter_context(reserved_host(run_ports())),
-                                  relay_rtp_ports=self.ports.relay, rig_rtp_ports=self.ports.rig)
+            host = stack.enter_context(reserved_host(run_ports(self.processes)))
+            endpoints = Endpoints(host=host, relay_rtp_ports=self.ports.relay,
+                                  rig_rtp_ports=self.ports.rig)
             for table in self._kernel_tables():
                 stack.enter_context(held_kernel_table(table))
             self.capture = start_capture(
@@ -361,17 +373,9 @@ class Run:
         self, services: Stack, endpoints: Endpoints, recorder: Recorder, stack: ExitStack
     ) -> tuple[Any, dict[str, Any]]:
         from rig.checks import RunWindow
-        from rig.load.driver import LoadDriver
 
         scenario = self.scenario
-        driver = LoadDriver(
-            calls_plan(scenario, self.recording),
-            burst_plan(scenario),
-            targets_for(endpoints, self.plan),
-            on_event=lambda kind, data: recorder.event(Event(self._now(), kind, data)),
-            seed=scenario.seed,
-            destinations=Destinations(allowed=parse_networks(scenario.allow_destinations)),
-        )
+        driver = self._load_driver(endpoints, recorder)
         self.hostile = self._hostile_traffic(endpoints, recorder)
         followers = self._log_followers(services, recorder)
         sampler = Sampler(
@@ -398,10 +402,7 @@ class Run:
         watch = Watch(services.services, self._now)
         watch.start()
         stack.callback(watch.stop)  # before the services stop: registered after them
-        report, _ = asyncio.run(
-            drive_until_crash(driver, scenario.duration, watch.first_exit_code,
-                              progress.update, self.hostile)
-        )
+        report = asyncio.run(self._drive(driver, watch, progress, recorder))
         load_stop = self._now()
         self._settle(scenario.settle, progress)
         self._note_crash(watch.stop(), services, recorder)
@@ -412,6 +413,45 @@ class Run:
         end = self._now()
         load = load_numbers(report, driver.snapshot(), load_stop - load_start)
         return RunWindow(load_start=load_start, load_stop=load_stop, end=end), load
+
+    def _load_driver(self, endpoints: Endpoints, recorder: Recorder) -> Any:
+        """The call generator: a LoadDriver in this process, or with `load.processes` > 1 a
+        ProcessDriver running one LoadDriver per generator process (the same face)."""
+        scenario = self.scenario
+        on_event = self._on_load_event(recorder)
+        targets = targets_for(endpoints, self.plan)
+        if self.processes > 1:
+            from rig.load.processes import ProcessDriver
+
+            return ProcessDriver(
+                generator_shares(scenario, targets, self.processes, self.recording), on_event,
+                on_process=self.record.add_process, env=process_labels(self.record.run_id),
+                workers=scenario.bursts.workers if scenario.bursts is not None else None)
+        from rig.load.driver import LoadDriver
+
+        return LoadDriver(
+            calls_plan(scenario, self.recording), burst_plan(scenario), targets,
+            on_event=on_event, seed=scenario.seed,
+            destinations=Destinations(allowed=parse_networks(scenario.allow_destinations)))
+
+    def _on_load_event(self, recorder: Recorder) -> Callable[[str, dict], None]:
+        return lambda kind, data: recorder.event(Event(self._now(), kind, data))
+
+    async def _drive(self, driver: Any, watch: Watch, progress: Progress,
+                     recorder: Recorder) -> Any:
+        """The load's report (None after a crash); a generator process that died ends the
+        load with verdict error (the event says which process and its exit code)."""
+        from rig.load.processes import GeneratorError
+
+        try:
+            report, _ = await drive_until_crash(driver, self.scenario.duration,
+                                                watch.first_exit_code, progress.update,
+                                                self.hostile)
+            return report
+        except GeneratorError as exc:
+            self.load_error = str(exc)
+            recorder.event(Event(self._now(), "generator_error", {"message": str(exc)}))
+            return None
 
     def _settle(self, seconds: float, progress: Progress) -> None:
         deadline = self.clock.monotonic() + seconds
@@ -505,6 +545,7 @@ class Run:
             environment=environment(),
             window=window,
             capture=self.capture.summary(),
+            error=self.load_error,
             hostile=self.hostile.summary() if self.hostile is not None else None,
         )
         folder.finish(summary)

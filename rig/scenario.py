@@ -102,6 +102,20 @@ class Load(Frozen):
     outcomes: Outcomes = Outcomes()
     no_answer_timeout: float = Field(default=2.0, gt=0, le=300)
     rtp: Rtp | None = Field(default=Rtp(), description="media per call; null: signalling only")
+    processes: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = Field(
+        default=1, union_mode="left_to_right",
+        description="generator processes on this host, each with its share of cps, "
+                    "max_concurrent, media and bursts; auto: the cores left after the SUT's "
+                    "(usable cores - 1 for the media relay - 1 for a proxy), at least 1")
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def processes_or_auto(cls, value: Any) -> Any:
+        ok = value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                                 and 1 <= value <= 16)
+        if not ok:
+            raise ValueError(f"{value!r} is not a process count (allowed: 1..16 or auto)")
+        return value
 
 
 class Bursts(Frozen):

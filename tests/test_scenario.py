@@ -204,7 +204,9 @@ def test_empty_file_says_what_is_required(tmp_path):
     ("override", "expected"),
     [
         ("load.cpx=5", "load.cpx: unknown key (allowed: cps, max_concurrent, hold, outcomes, "
-                       "no_answer_timeout, rtp)"),
+                       "no_answer_timeout, rtp, processes)"),
+        ("load.processes=0", "load.processes: 0 is not a process count (allowed: 1..16 or "
+                             "auto)"),
         ("load.cps=abc", "load.cps: expected a valid number, got 'abc' "
                          "(allowed: 0 <= value <= 5000)"),
         ("load.cps=6000", "load.cps: 6000 is out of range (allowed: 0 <= value <= 5000)"),

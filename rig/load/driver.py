@@ -218,6 +218,7 @@ class LoadDriver:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_waiter: asyncio.Future[None] | None = None
         self._uac: Uac | None = None
+        self.fired_bursts: list[BurstResult] = []  # in order; the latest is the last
 
     # ---- what the runner reads -------------------------------------------------------
 
@@ -275,7 +276,7 @@ class LoadDriver:
                                          "seed": self._seed})
             started = loop.time() if origin is None else origin
             until = started + duration
-            results: list[Any] = []
+            results = self.fired_bursts = []
             jobs = [self._pace(media, started, until)]
             if self.bursts is not None and sender is not None:
                 jobs.append(self._run_bursts(media, sender, sink, started, until, results))
