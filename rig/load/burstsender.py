@@ -275,7 +275,10 @@ def _reply(helper: _Helper, give_up: float, index: int) -> tuple[list[float], in
 
 def main(argv: Sequence[str]) -> int:
     control = socket.socket(fileno=int(argv[0]))
-    serve(control, realtime=len(argv) < 2 or argv[1] == "realtime")
+    try:
+        serve(control, realtime=len(argv) < 2 or argv[1] == "realtime")
+    except ConnectionResetError:  # the driver's process was killed: nothing left to send
+        return 1
     return 0
 
 

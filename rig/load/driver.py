@@ -246,12 +246,14 @@ class LoadDriver:
 
     # ---- the run ---------------------------------------------------------------------
 
-    async def run(self, duration: float, origin: float | None = None) -> LoadReport:
+    async def run(self, duration: float,
+                  ready: Callable[[], Awaitable[float]] | None = None) -> LoadReport:
         """Make calls for `duration` seconds, then end the calls still up (bounded wait).
 
-        `origin` (loop.time(), CLOCK_MONOTONIC) is the instant the call schedule and the
-        bursts count from, by default now; generator processes share one, so their bursts
-        fire at the same instants."""
+        `ready`, when given, is awaited once every socket and helper is set up; it returns
+        the instant (loop.time(), CLOCK_MONOTONIC) the call schedule and the bursts count
+        from, else they count from then. Generator processes get one from their parent, so
+        their bursts fire at the same instants."""
         if duration <= 0:
             raise ValueError(f"duration must be > 0, got {duration}")
         loop = asyncio.get_running_loop()
@@ -272,9 +274,9 @@ class LoadDriver:
                                   destinations=self.destinations)
             await uac.start()
             stack.callback(uac.close)
+            started = loop.time() if ready is None else await ready()
             self.on_event("load_start", {"cps": self.calls.cps, "duration": duration,
                                          "seed": self._seed})
-            started = loop.time() if origin is None else origin
             until = started + duration
             results = self.fired_bursts = []
             jobs = [self._pace(media, started, until)]

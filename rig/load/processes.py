@@ -2,7 +2,8 @@
 
 The parent (ProcessDriver, the same face as LoadDriver: `run`, `snapshot`,
 `ended_call_ids`) starts `python -m rig.load.processes FD` once per share, hands each its
-share over a socket pair, waits until all are ready, then gives all of them one start
+share over a socket pair, waits until all are set up (sockets bound, burst senders
+started) and ready, then gives all of them one start
 instant on CLOCK_MONOTONIC (shared by the processes of a host), so the call schedules and
 the bursts count from the same origin. While they run, each child sends its live counters
 and the Call-IDs that ended; its bursts go to the parent, which joins the shares of one
@@ -42,7 +43,7 @@ from rig.load.shares import GeneratorShare
 START_TIMEOUT_S = 30.0  # a child imports the rig and binds its sockets within this
 START_MARGIN_S = 0.25  # the start instant is this far after the last child said ready
 PROGRESS_S = 0.1  # a child reports its counters this often
-STOP_GRACE_S = 3.0  # after `stop` (or SIGTERM) a child has this long to exit
+STOP_GRACE_S = 6.0  # after `stop` a child has this long to end its calls and exit
 REPORT_GRACE_S = 20.0  # after the duration, the children's wind-down and report
 PR_SET_PDEATHSIG = 1
 
@@ -103,12 +104,12 @@ class ProcessDriver:
         if duration <= 0:
             raise ValueError(f"duration must be > 0, got {duration}")
         try:
-            self._start_children()
+            self._start_children(duration)
             await self._until(lambda: all(c.ready for c in self._children),
                               time.monotonic() + START_TIMEOUT_S, "did not start")
             origin = time.monotonic() + START_MARGIN_S
             for child in self._children:
-                child.conn.send(("start", origin, duration))
+                child.conn.send(("start", origin))
             self.on_event("load_start", {"cps": sum(s.calls.cps for s in self.shares),
                                          "duration": duration, "seed": self.shares[0].seed,
                                          "processes": len(self.shares)})
@@ -127,7 +128,7 @@ class ProcessDriver:
         finally:
             await self._stop_children()
 
-    def _start_children(self) -> None:
+    def _start_children(self, duration: float) -> None:
         loop = asyncio.get_running_loop()
         for share in self.shares:
             child = _spawn(share, self.env)
@@ -135,7 +136,7 @@ class ProcessDriver:
             if self.on_process is not None:
                 self.on_process(f"generator-{share.index}", child.process.pid)
             loop.add_reader(child.conn.fileno(), self._on_readable, child)
-            child.conn.send(("share", share))
+            child.conn.send(("share", share, duration))
 
     async def _until(self, done: Callable[[], bool], deadline: float, what: str) -> None:
         """Poll until `done()`, failing with the first child that exited or at the deadline."""
@@ -279,6 +280,10 @@ class _Reporter:
         return list(new)
 
 
+class _Stopped(Exception):
+    """The parent said stop (or SIGTERM came) before the start instant."""
+
+
 def child_main(fd: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
@@ -286,10 +291,11 @@ def child_main(fd: int) -> int:
     conn = Connection(fd)
     reporter = _Reporter(conn)
     try:
-        kind, share = conn.recv()
-        assert kind == "share"
-        asyncio.run(_child_run(share, conn, reporter))
-    except (EOFError, BrokenPipeError):
+        kind, share, duration = conn.recv()
+        if kind != "share":
+            raise ValueError(f"expected a share, got {kind!r}")
+        asyncio.run(_child_run(share, duration, conn, reporter))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
         return 1  # the parent went away
     except Exception as exc:
         with contextlib.suppress(OSError):
@@ -298,7 +304,9 @@ def child_main(fd: int) -> int:
     return 0
 
 
-async def _child_run(share: GeneratorShare, conn: Connection, reporter: _Reporter) -> None:
+async def _child_run(share: GeneratorShare, duration: float, conn: Connection,
+                     reporter: _Reporter) -> None:
+    """Set the share's driver up, say ready, run from the parent's instant, report."""
     from rig.load.driver import LoadDriver
     from rig.topology.destinations import Destinations, parse_networks
 
@@ -318,54 +326,49 @@ async def _child_run(share: GeneratorShare, conn: Connection, reporter: _Reporte
                         call_id_prefix=share.call_id_prefix)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    reporter.send("ready")
-    command = await _command(loop, conn, stop)
-    if command is None:
-        return
-    _, origin, duration = command
-    task = asyncio.ensure_future(driver.run(duration, origin=origin))
-    progress = asyncio.ensure_future(_progress(driver, reporter))
-    watch = asyncio.ensure_future(_command(loop, conn, stop))
+    origin: asyncio.Future[float] = loop.create_future()
+    loop.add_reader(conn.fileno(), _on_command, conn, origin, stop)
+    progress: list[asyncio.Task[None]] = []
+
+    async def ready() -> float:
+        reporter.send("ready")
+        stopped = asyncio.ensure_future(stop.wait())
+        waits: set[asyncio.Future[Any]] = {origin, stopped}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not origin.done():
+            raise _Stopped
+        progress.append(asyncio.ensure_future(_progress(driver, reporter)))
+        return origin.result()
+
+    task = asyncio.ensure_future(driver.run(duration, ready=ready))
+    stopper = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        progress.cancel()
-        watch.cancel()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, progress, watch, return_exceptions=True)
-    if task.cancelled():
+        loop.remove_reader(conn.fileno())
+        for job in (*progress, stopper, task):
+            job.cancel()
+        await asyncio.gather(task, stopper, *progress, return_exceptions=True)
+    if task.cancelled() or isinstance(task.exception(), _Stopped):
         return
     report = task.result()
     reporter.send("report", driver.snapshot(), reporter.ended_since_last(driver.ended_call_ids()),
                   report)
 
 
-async def _command(loop: asyncio.AbstractEventLoop, conn: Connection,
-                   stop: asyncio.Event) -> tuple[Any, ...] | None:
-    """The parent's next command; None for `stop`, SIGTERM or the parent gone."""
-    readable = asyncio.Event()
-    loop.add_reader(conn.fileno(), readable.set)
+def _on_command(conn: Connection, origin: asyncio.Future[float], stop: asyncio.Event) -> None:
+    """The parent's commands: `start` gives the instant, `stop` (or its going away) stops."""
     try:
-        while not stop.is_set():
-            waiter = asyncio.ensure_future(readable.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
-            readable.clear()
-            while conn.poll():
-                try:
-                    message = conn.recv()
-                except (EOFError, OSError):
-                    return None
-                if message[0] == "start":
-                    return tuple(message)
-                if message[0] == "stop":
-                    return None
-        return None
-    finally:
-        loop.remove_reader(conn.fileno())
+        while conn.poll():
+            message = conn.recv()
+            if message[0] == "start" and not origin.done():
+                origin.set_result(float(message[1]))
+            elif message[0] == "stop":
+                stop.set()
+    except (EOFError, OSError):
+        stop.set()
+        asyncio.get_running_loop().remove_reader(conn.fileno())
 
 
 async def _progress(driver: Any, reporter: _Reporter) -> None:

@@ -123,9 +123,14 @@ def test_every_call_id_starts_with_the_prefix_and_the_schedule_waits_for_the_ori
 
     async def later() -> tuple[LoadReport, float]:
         loop = asyncio.get_running_loop()
-        origin = loop.time() + 0.5
-        report = await driver.run(0.5, origin=origin)
-        return report, loop.time() - origin
+        origins = []
+
+        async def ready() -> float:  # set up by now: the calls count from half a second on
+            origins.append(loop.time() + 0.5)
+            return origins[0]
+
+        report = await driver.run(0.5, ready=ready)
+        return report, loop.time() - origins[0]
 
     report, after_origin = run(later())
     ended = driver.ended_call_ids()

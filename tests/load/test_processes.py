@@ -89,15 +89,21 @@ def test_a_generator_that_dies_is_named_with_its_exit_code_and_nothing_is_left()
     assert not any(_alive(p) for p in pids)
 
 
-def test_cancelling_the_run_stops_every_child():
+@pytest.mark.parametrize("when", ["starting", "running"])
+def test_cancelling_the_run_stops_every_child(when):
     pids: list[int] = []
     driver = ProcessDriver(shares(CALLS, None, TARGETS, seed=3, processes=2), Events(),
                            on_process=lambda name, pid: pids.append(pid))
 
+    def far_enough() -> bool:
+        if when == "starting":
+            return len(pids) == 2
+        return driver.snapshot().get("load.calls_completed", 0) >= 5
+
     async def main():
         task = asyncio.ensure_future(driver.run(30.0))
-        while driver.snapshot().get("load.calls_completed", 0) < 5:
-            await asyncio.sleep(0.05)
+        while not far_enough():
+            await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
