@@ -75,7 +75,7 @@ def test_the_first_packet_leaves_from_the_calling_thread(
     port = engine.open_endpoint()
     engine.prepare_stream(port, sink.getsockname())
     engine.start_streams([port])
-    # already counted on return, without waiting for the engine's sender thread
+    # already counted on return, without waiting for the engine's I/O thread
     assert engine.totals()["rtp_sent"] >= 1
     sink.settimeout(0)
     assert parse_rtp(sink.recv(2048)).marker
