@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "results" / "bench"
 BENCHES = [
     ("SIP calls per second, rig vs SIPp", ["bench_calls.py"]),
+    ("SIP calls per second from 1 and 2 generator processes", ["bench_processes.py"]),
     ("RTP packets per second", ["bench_rtp.py"]),
     ("burst alignment where the packets land, old engine vs new vs the floor",
      ["bench_bursts.py"]),
