@@ -43,12 +43,11 @@ def tree_rss(root: psutil.Process) -> tuple[int, int]:
     for proc in [root, *root.children(recursive=True)]:
         try:
             rss = proc.memory_info().rss
-            name = proc.name()
+            is_ray = proc.name().startswith(RAY_NAMES) or "ray" in " ".join(proc.cmdline()[:2])
         except psutil.Error:
             continue
         total += rss
-        if name.startswith(RAY_NAMES) or "ray" in " ".join(proc.cmdline()[:2]):
-            ray += rss
+        ray += rss if is_ray else 0
     return total, ray
 
 
