@@ -80,14 +80,31 @@ def cells(axes: Sequence[Axis]) -> list[Cell]:
     combos = list(itertools.product(*(a.values for a in axes)))
     if len(combos) > MAX_CELLS:
         raise UsageError(f"{len(combos)} cells: at most {MAX_CELLS} per matrix")
+    labels = key_labels(keys)
     return [
         Cell(
-            name="_".join(f"{key.rsplit('.', 1)[-1]}-{safe(value)}"
-                          for key, value in zip(keys, combo, strict=True)),
+            name="_".join(f"{label}-{safe(value)}"
+                          for label, value in zip(labels, combo, strict=True)),
             overrides=tuple(f"{key}={value}" for key, value in zip(keys, combo, strict=True)),
         )
         for combo in combos
     ]
+
+
+def key_labels(keys: Sequence[str]) -> list[str]:
+    """Each key's last segment in cell names, or as many segments as tell it from the other
+    keys (services.rtpengine.suite and services.kamailio.suite: rtpengine.suite ...)."""
+    def label(key: str, depth: int) -> str:
+        return ".".join(key.split(".")[-depth:])
+
+    labels = []
+    for key in keys:
+        depth = 1
+        while depth < key.count(".") + 1 and any(
+                label(other, depth) == label(key, depth) for other in keys if other != key):
+            depth += 1
+        labels.append(label(key, depth))
+    return labels
 
 
 def safe(value: str) -> str:

@@ -59,6 +59,15 @@ def test_cells_are_the_product_first_axis_slowest():
     assert got[1].overrides == ("services.kamailio.shm_manager=qm", "load.cps=20")
 
 
+def test_keys_with_the_same_last_segment_are_named_by_as_many_as_tell_them_apart():
+    got = cells([Axis("services.rtpengine.suite", ("bookworm", "sid")),
+                 Axis("services.kamailio.suite", ("trixie",)), Axis("load.cps", ("5",))])
+    assert [c.name for c in got] == ["rtpengine.suite-bookworm_kamailio.suite-trixie_cps-5",
+                                     "rtpengine.suite-sid_kamailio.suite-trixie_cps-5"]
+    deep = cells([Axis("a.b.c", ("1",)), Axis("x.b.c", ("2",)), Axis("b.c", ("3",))])
+    assert deep[0].name == "a.b.c-1_x.b.c-2_b.c-3"
+
+
 def test_cells_need_an_axis_and_distinct_keys():
     with pytest.raises(UsageError, match="at least one"):
         cells([])
