@@ -302,9 +302,10 @@ class NoCapture:
         return {"enabled": False, "captured": False}
 
 
-def run_filter(endpoints: Any, proxy_port: int | None) -> str:
-    """The run's own traffic: NG, the rig's UAC and UAS, the proxy, both RTP ranges."""
-    ports = [endpoints.ng_port, endpoints.uac_port, endpoints.uas_port]
+def run_filter(endpoints: Any, proxy_port: int | None, sip_ports: Sequence[int] = ()) -> str:
+    """The run's own traffic: NG, the rig's UAC and UAS (and `sip_ports`, those of its
+    other generator processes), the proxy, both RTP ranges."""
+    ports = [endpoints.ng_port, endpoints.uac_port, endpoints.uas_port, *sip_ports]
     if proxy_port is not None:
         ports.append(proxy_port)
     return capture_filter(endpoints.host, ports,

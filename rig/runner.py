@@ -252,9 +252,9 @@ class Run:
                                   rig_rtp_ports=self.ports.rig)
             for table in self._kernel_tables():
                 stack.enter_context(held_kernel_table(table))
-            self.capture = start_capture(
-                self.scenario.capture, folder.path, run_filter(endpoints, self.plan.sip_port),
-                record.add_process, process_labels(run_id))
+            bpf = run_filter(endpoints, self.plan.sip_port, self._generator_sip_ports())
+            self.capture = start_capture(self.scenario.capture, folder.path, bpf,
+                                         record.add_process, process_labels(run_id))
             stack.callback(self.capture.stop)  # after the stack stops: registered before it
             services = self._start_services(stack, record, folder, endpoints, tree)
             self.started_mono = self.clock.monotonic()
@@ -413,6 +413,12 @@ class Run:
         end = self._now()
         load = load_numbers(report, driver.snapshot(), load_stop - load_start)
         return RunWindow(load_start=load_start, load_stop=load_stop, end=end), load
+
+    def _generator_sip_ports(self) -> list[int]:
+        """The SIP ports of generator processes 1.. (process 0 has the run's own)."""
+        from rig.load.shares import extra_sip_ports
+
+        return extra_sip_ports(self.processes)
 
     def _load_driver(self, endpoints: Endpoints, recorder: Recorder) -> Any:
         """The call generator: a LoadDriver in this process, or with `load.processes` > 1 a

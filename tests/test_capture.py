@@ -39,6 +39,11 @@ def test_run_filter_adds_the_proxy_only_when_there_is_one() -> None:
     assert "port 5070" in with_proxy and "portrange 30000-31999" in with_proxy
 
 
+def test_run_filter_takes_the_sip_ports_of_every_generator_process() -> None:
+    bpf = run_filter(Endpoints("127.1.2.3"), None, [5102, 5103])
+    assert "port 5060" in bpf and "port 5102" in bpf and "port 5103" in bpf
+
+
 def test_under_the_cap_every_packet_is_written_as_it_comes() -> None:
     writer = ListWriter()
     keeper = HeadTail(writer, max_bytes=10_000)

@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from rig.capture import socket_available
+from rig.pcapcalls import read_datagrams
 from rig.runner import RunRequest, run_scenario
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -91,6 +93,9 @@ def test_two_processes_give_the_summary_of_one_with_the_calls_of_both(tmp_path, 
     streams = [b["streams"] for b in bursts]
     assert all(n <= 12 for n in streams) and max(streams) > 6, streams
     assert runs[2]["bursts"]["count"] == 2
+    if socket_available():  # the capture has the second process's SIP too (its own ports)
+        ports = {d.dst[1] for d in read_datagrams(tmp_path / "p2" / "capture.pcap")}
+        assert {5060, 5080, 5102, 5103} <= ports
 
 
 def read_events(run: Path) -> list[dict]:
