@@ -107,16 +107,16 @@ class ProcessDriver:
             raise ValueError(f"duration must be > 0, got {duration}")
         try:
             self._start_children(duration)
-            await self._until(lambda: all(c.ready for c in self._children),
-                              time.monotonic() + START_TIMEOUT_S, "did not start")
+            await self._until(lambda c: not c.ready, time.monotonic() + START_TIMEOUT_S,
+                              "did not start")
             origin = time.monotonic() + START_MARGIN_S
             for child in self._children:
                 child.conn.send(("start", origin))
             self.on_event("load_start", {"cps": sum(s.calls.cps for s in self.shares),
                                          "duration": duration, "seed": self.shares[0].seed,
                                          "processes": len(self.shares)})
-            await self._until(lambda: all(c.report is not None for c in self._children),
-                              origin + duration + REPORT_GRACE_S, "sent no report")
+            await self._until(lambda c: c.report is None, origin + duration + REPORT_GRACE_S,
+                              "sent no report")
             self._flush_bursts()
             report = merge_reports([c.report for c in self._children if c.report])
             self.on_event("load_stop", {
@@ -140,29 +140,28 @@ class ProcessDriver:
             loop.add_reader(child.conn.fileno(), self._on_readable, child)
             child.conn.send(("share", share, duration))
 
-    async def _until(self, done: Callable[[], bool], deadline: float, what: str) -> None:
-        """Poll until `done()`, failing with the first child that exited or at the deadline."""
-        while not done():
+    async def _until(self, pending: Callable[[_Child], bool], deadline: float,
+                     what: str) -> None:
+        """Poll until no child is `pending`, failing with the first child that exited or
+        at the deadline."""
+        while late := [c for c in self._children if pending(c)]:
             for child in self._children:
                 self._check_alive(child)
-                if child.error is not None:
-                    raise GeneratorError(f"generator process {child.index} of "
-                                         f"{len(self._children)}: {child.error}")
             if time.monotonic() > deadline:
-                late = [c.index for c in self._children if not (c.ready if what ==
-                        "did not start" else c.report is not None)]
-                raise GeneratorError(f"generator process {late[0]} of {len(self._children)} "
-                                     f"{what} in time")
+                raise GeneratorError(f"generator process {late[0].index} of "
+                                     f"{len(self._children)} {what} in time")
             await asyncio.sleep(0.02)
 
     def _check_alive(self, child: _Child) -> None:
+        """Raise for a child that said what went wrong, or exited before its report."""
         code = child.process.poll()
-        if code is None or child.report is not None:
-            return
-        self._drain(child)  # its last words (the report) may still be in the socket
-        if child.report is None:
-            raise GeneratorError(f"generator process {child.index} of {len(self._children)} "
-                                 f"(pid {child.process.pid}) exited with code {code} "
+        if code is not None and child.report is None:
+            self._drain(child)  # its last words (an error, its report) may still be queued
+        of = f"generator process {child.index} of {len(self._children)}"
+        if child.error is not None:
+            raise GeneratorError(f"{of}: {child.error}")
+        if code is not None and child.report is None:
+            raise GeneratorError(f"{of} (pid {child.process.pid}) exited with code {code} "
                                  "before its report")
 
     def _on_readable(self, child: _Child) -> None:

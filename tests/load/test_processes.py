@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import socket
 import time
 from typing import Any
 
@@ -117,3 +118,15 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_generator_that_cannot_set_up_says_why():
+    parts = shares(CALLS, None, TARGETS, seed=3, processes=2)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind((HOST, parts[1].targets.uas_port))  # process 1's UAS port is in use
+        pids: list[int] = []
+        driver = ProcessDriver(parts, Events(), on_process=lambda name, pid: pids.append(pid))
+        with pytest.raises(GeneratorError, match=r"generator process 1 of 2: OSError: .*"
+                                                 r"[Aa]ddress already in use"):
+            run(driver.run(1.0))
+    assert not any(_alive(p) for p in pids)
