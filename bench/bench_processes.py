@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -88,24 +89,26 @@ def in_process(rate: int, seconds: float, limit: int) -> Measurement:
 
 def generators(processes: int, rate: int, seconds: float, limit: int) -> Measurement:
     pids: list[int] = []
-    cpu: dict[int, float] = {}
-
-    def on_process(name: str, pid: int) -> None:
-        pids.append(pid)
+    set_up: dict[int, float] = {}
 
     def on_event(kind: str, data: dict) -> None:
-        sign = {"load_start": -1, "load_stop": 1}.get(kind)
-        if sign is not None:  # from set up (imports not counted) to the children's reports
-            for pid in pids:
-                cpu[pid] = cpu.get(pid, 0.0) + sign * _cpu(pid)
+        if kind == "load_start":  # every child has imported and bound: not counted
+            set_up.update((pid, _cpu(pid)) for pid in pids)
 
     driver = ProcessDriver(shares(plan(rate, limit), None, targets(), 0, processes),
-                           on_event, on_process=on_process)
-    before = time.process_time()
+                           on_event, on_process=lambda name, pid: pids.append(pid))
+    before, children_before = time.process_time(), _reaped_cpu()
     completed, failed = asyncio.run(window(driver, seconds))
-    spent = sum(cpu.values()) + time.process_time() - before
+    # the children are reaped when run() returns: their whole CPU is in RUSAGE_CHILDREN
+    spent = (_reaped_cpu() - children_before - sum(set_up.values())
+             + time.process_time() - before)
     label = f"{processes} process" + ("es" if processes > 1 else "")
     return Measurement(label, processes, rate, seconds, completed, failed, spent)
+
+
+def _reaped_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _cpu(pid: int) -> float:
