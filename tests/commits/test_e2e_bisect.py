@@ -40,6 +40,7 @@ def test_bisect_finds_the_commit_that_removed_the_fix(tmp_path: Path, culprit: i
     assert (tmp_path / "out" / "bisect.json").is_file()
 
 
+@pytest.mark.timeout(1500)  # two runs at once on 2 cores take about as long as one after one
 def test_bisect_parallel_2_finds_the_same_culprit(tmp_path: Path):
     from rig.distribute import Dispatch
     from rig.runner import run_scenario

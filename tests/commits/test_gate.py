@@ -175,3 +175,33 @@ def test_a_bad_baseline_is_a_one_line_usage_error(tmp_path: Path, text: str, mes
 def test_a_missing_baseline_says_how_to_make_one(tmp_path: Path):
     with pytest.raises(UsageError, match="--update-baseline"):
         load_baseline(tmp_path / "nope.json")
+
+
+def race_run(request: RunRequest):
+    """Module level, so that it pickles into the local pool: `race` fails, `steady` passes,
+    a scenario named `broken` cannot start."""
+    from rig.runner import RunOutcome
+
+    name = request.scenario_path.stem
+    if name == "broken":
+        raise InfraError("relay would not start")
+    result = summary("fail", [FAILED]) if name == "race" else summary("pass", [PASSED])
+    return RunOutcome(request.results_root / name, result.verdict, result)
+
+
+def test_a_gate_with_jobs_gives_the_serial_cases_in_the_serial_order(
+        steady: Path, scenario: Path, tmp_path: Path):
+    from rig.distribute import Dispatch
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\nduration: 1\n")
+    scenarios = [scenario, steady, broken]
+    serial = run_gate(scenarios, race_run, repeat=3)
+    at_once = run_gate(scenarios, race_run, repeat=3, dispatch=Dispatch(jobs=2))
+    assert [(c.name, c.status) for c in at_once.cases] == \
+        [(c.name, c.status) for c in serial.cases]
+    assert [c.name for c in at_once.cases] == [
+        "race[run 1]", "race[run 2]", "race[run 3]", "steady[run 1]", "broken[run 1]"]
+    assert junit_xml(at_once).replace(" ", "").count("<testcase") == 5
+    assert markdown_summary(at_once).splitlines()[4:] == \
+        markdown_summary(serial).splitlines()[4:]

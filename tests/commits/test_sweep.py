@@ -74,3 +74,26 @@ def test_ceiling_comes_from_the_counters_check():
 def test_an_empty_range_is_a_usage_error(repo, scenario, tmp_path):
     with pytest.raises(UsageError, match="no commits in"):
         sweep(repo.root, "HEAD..HEAD", scenario, tmp_path / "out", FakeRun(pins_at))
+
+
+def pins_run(request):
+    """Module level, so that it pickles into the local pool of `--jobs`."""
+    from rig.runner import RunOutcome
+
+    result = pins_at(request)
+    return RunOutcome(request.results_root / "run", result.verdict, result)
+
+
+def test_a_sweep_with_jobs_gives_the_serial_points_in_commit_order(repo, scenario, tmp_path):
+    from rig.distribute import Dispatch
+
+    span = f"{repo.shas[0]}..{repo.shas[-1]}"
+    serial = sweep(repo.root, span, scenario, tmp_path / "serial", pins_run)
+    at_once = sweep(repo.root, span, scenario, tmp_path / "jobs", pins_run,
+                    dispatch=Dispatch(jobs=2))
+    assert [(p.commit, p.verdict, p.peak) for p in at_once.points] == \
+        [(p.commit, p.verdict, p.peak) for p in serial.points]
+    assert [p.peak for p in at_once.points] == PINS[1:]
+    saved = json.loads((tmp_path / "jobs" / "sweep.json").read_text())
+    assert [p["commit"] for p in saved["points"]] == list(repo.shas[1:])
+    assert len(worktrees(repo.root)) == 1  # every checkout of a batch is gone

@@ -85,9 +85,8 @@ def labelled(runtime: Path) -> list[psutil.Process]:
             env = proc.environ()
         except psutil.Error:
             continue
-        if proc.pid != os.getpid() and env.get("RIG_RUNTIME_DIR") == str(runtime) and (
-                env.get("RIG_RUN_ID") or proc.name().startswith("python")):
-            found.append(proc)
+        if proc.pid != os.getpid() and env.get("RIG_RUNTIME_DIR") == str(runtime):
+            found.append(proc)  # the rig, its run processes, Ray's daemons, the services
     return found
 
 
@@ -111,12 +110,16 @@ def wait_for(predicate, timeout: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("how", ["terminal", "parent-sigint", "parent-sigterm"])
-def test_ctrl_c_during_a_jobs_matrix_stops_every_child_run(tmp_path: Path,
-                                                          private_runtime: Path, how: str):
+@pytest.mark.parametrize(("how", "where"), [
+    ("terminal", ()), ("parent-sigint", ()), ("parent-sigterm", ()),
+    ("terminal", ("--cluster", "local")), ("parent-sigint", ("--cluster", "local"))],
+    ids=["pool-terminal", "pool-sigint", "pool-sigterm", "ray-terminal", "ray-sigint"])
+def test_ctrl_c_during_a_jobs_matrix_stops_every_child_run(
+        tmp_path: Path, private_runtime: Path, how: str, where: tuple[str, ...]):
     rig = subprocess.Popen(
         [sys.executable, "-m", "rig.cli", "matrix", str(PIN_RACE), "--patch", str(FIX), *AXES,
-         "--set", "duration=60", "--jobs", "2", "--out", str(tmp_path / "m"), "--no-progress"],
+         "--set", "duration=60", "--jobs", "2", *where, "--out", str(tmp_path / "m"),
+         "--no-progress"],
         env={**os.environ, "RIG_RUNTIME_DIR": str(private_runtime)}, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
