@@ -227,10 +227,12 @@ class StepRunner:
 
 def run_step(runner: StepRunner, state: BisectState, search: Search, step: Step, tree: Path,
              tick: Callable[[], None]) -> None:
-    """Up to step.runs runs at one commit, `runner.width` at a time; a failure, a skip or
-    the end of the search ends it after that batch (an ignored start hiccup does not).
+    """Up to step.runs runs at one commit (at least `runner.width` without --runs-per-step),
+    `runner.width` at a time; a failure, a skip or the end of the search ends it after that
+    batch (an ignored start hiccup does not).
     The runs of a batch are logged in the order they were asked for."""
-    args, left = runner.args, runner.args.runs_per_step or step.runs
+    # K runs at once cost about the time of one: a step asked for fewer still gets K
+    args, left = runner.args, runner.args.runs_per_step or max(step.runs, runner.width)
     while left > 0:
         budget = left if args.max_runs is None else args.max_runs - state.counted()
         batch = min(runner.width, left, budget)

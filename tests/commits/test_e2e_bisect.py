@@ -40,6 +40,12 @@ def test_bisect_finds_the_commit_that_removed_the_fix(tmp_path: Path, culprit: i
     assert (tmp_path / "out" / "bisect.json").is_file()
 
 
+# Two runs at once on 2 shared cores slow the fixed relay enough that it may add a shard after
+# the warmup (a false alarm at a good commit); the stock relay's phantom shards still fail
+# no_phantom_shards and make_shard_race, so only a leak is asked of pins_flat_after_warmup.
+ONLY_LEAKS = ("checks.pins_flat_after_warmup.tolerance=50",)
+
+
 @pytest.mark.timeout(1500)  # two runs at once on 2 cores take about as long as one after one
 def test_bisect_parallel_2_finds_the_same_culprit(tmp_path: Path):
     from rig.distribute import Dispatch
@@ -48,7 +54,7 @@ def test_bisect_parallel_2_finds_the_same_culprit(tmp_path: Path):
     history = build_demo_history(tmp_path / "demo", commits=16, culprit=8)
     args = BisectArgs(history.root, "HEAD~15", "HEAD",
                       history.root / "scenarios" / "pin-race.yaml",
-                      max_runs=60, overrides=SHORT)
+                      max_runs=60, overrides=(*SHORT, *ONLY_LEAKS))
     result = bisect(args, tmp_path / "out", run_scenario, dispatch=Dispatch(jobs=2))
     assert result.reason == "confident", result
     assert result.best == 8  # what the serial bisect answers (the test above)
