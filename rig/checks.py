@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rig.errors import UsageError
-from rig.probes.rtpengine import not_reported
+from rig.probes.maps import MAPS_SHARDS
+from rig.probes.rtpengine import BUFFERPOOL_SHARDS, not_reported, predates_bufferpool, short_version
 from rig.series import Event, Series
 from rig.tracking import (
     growth_while_flat,
@@ -323,6 +324,53 @@ def pins_flat_after_warmup(
     detail = (f"{counter} went from {_num(base[1])} at t={base[0]:.2f} s "
               f"to {_num(peak)} at t={t_peak:.2f} s")
     return Verdict(name, growth <= tolerance, _num(growth), _num(tolerance), detail)
+
+
+class ShardsFlatParams(Params):
+    warmup: float = Field(ge=0, description="seconds after load start before growth counts")
+    tolerance: float = Field(default=0, ge=0, description="shards added after the warmup")
+
+
+@dataclass(frozen=True)
+class ShardSource:
+    """Where rtpengine's shard count comes from in one run."""
+
+    counter: str
+    label: str
+
+
+BUFFERPOOLS_SOURCE = ShardSource(BUFFERPOOL_SHARDS, "the daemon's bufferpools")
+MAPS_SOURCE = ShardSource(MAPS_SHARDS, "the memory-map estimate")
+
+
+def shard_source(names: Sequence[str], version: str | None) -> ShardSource | str:
+    """The daemon's own count where it reports bufferpools (mr26.1+), else the estimate
+    from its memory map; why there are no shards to count (a daemon older than the
+    bufferpool) as a string."""
+    if BUFFERPOOL_SHARDS in names:
+        return BUFFERPOOLS_SOURCE
+    if predates_bufferpool(version):
+        return (f"rtpengine {short_version(version or '')} predates the bufferpool: no shards "
+                f"to count ({not_reported(BUFFERPOOL_SHARDS, version)}, and its memory map "
+                "holds no shards)")
+    return MAPS_SOURCE
+
+
+@register(ShardsFlatParams)
+def shards_flat_after_warmup(
+    series: Series, events: Sequence[Event], window: RunWindow, *, warmup: float,
+    tolerance: float,
+) -> Verdict:
+    """rtpengine's bufferpool shards do not grow after the warmup (bufferpools or the map)."""
+    name = "shards_flat_after_warmup"
+    source = shard_source(series.names(), reported_version("rtpengine", events))
+    if isinstance(source, str):
+        return Verdict(name, False, None, _num(tolerance), source, diagnosis="unusable")
+    if (gone := missing(name, [source.counter], series, events)) is not None:
+        return gone
+    flat = pins_flat_after_warmup(series, events, window, warmup=warmup, tolerance=tolerance,
+                                  counter=source.counter)
+    return replace(flat, name=name, detail=f"from {source.label}: {flat.detail}")
 
 
 class AliveParams(Params):

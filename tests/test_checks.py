@@ -11,6 +11,7 @@ from rig.checks import (
     get_check,
     persisting_peak,
     run_checks,
+    shard_source,
 )
 from rig.errors import UsageError
 from rig.series import Event, Sample, Series
@@ -143,6 +144,68 @@ def test_flat_needs_samples_inside_the_window():
     verdict = one("pins_flat_after_warmup", pins(1, 1), warmup=1.0)  # samples at t = 0, 1
     assert not verdict.passed
     assert "no sample of kmod.pins between" in verdict.detail
+
+
+# -- shards_flat_after_warmup: the source of rtpengine's shard count ---------------------
+
+BUFFERPOOLS = "rtpengine.bufferpool.shards"
+MAPS = "rtpengine.maps.shards_estimate"
+
+
+def version_event(version: str) -> Event:
+    return Event(0.0, "service_version", {"service": "rtpengine", "version": version})
+
+
+@pytest.mark.parametrize(("names", "version", "label"), [
+    ([BUFFERPOOLS, MAPS], "26.1.0.1+0~mr26.1.0.1", "the daemon's bufferpools"),
+    ([BUFFERPOOLS, MAPS], None, "the daemon's bufferpools"),
+    ([MAPS], "26.0.1.26+0~mr26.0.1.26", "the memory-map estimate"),
+    ([MAPS], "12.5.1.31-1", "the memory-map estimate"),
+    ([MAPS], None, "the memory-map estimate"),
+])
+def test_shard_source_prefers_the_daemons_own_count(names, version, label):
+    source = shard_source(names, version)
+    assert not isinstance(source, str) and source.label == label
+
+
+def test_shard_source_on_a_daemon_older_than_the_bufferpool_is_a_reason():
+    # the memory map is measured on 10.5 too, but it holds no shards there
+    reason = shard_source([MAPS, "rtpengine.sessions_own"], "10.5.3.5-1+deb12u1")
+    assert isinstance(reason, str)
+    assert reason.startswith("rtpengine 10.5 predates the bufferpool")
+    assert "not reported by rtpengine 10.5" in reason
+
+
+def test_shard_source_without_bufferpools_falls_back_to_the_map_even_unmeasured():
+    source = shard_source(["rtpengine.sessions_own"], "26.0.1.26")
+    assert not isinstance(source, str) and source.counter == MAPS
+    verdict = one("shards_flat_after_warmup", rtpengine_shards("x", 1, 1, 1), warmup=1.0)
+    assert not verdict.passed and verdict.detail.startswith(f"counter {MAPS} missing")
+
+
+def rtpengine_shards(counter: str, *values: float) -> Series:
+    return series_of([{counter: v, "rtpengine.sessions_own": 1} for v in values])
+
+
+def test_shards_flat_says_it_used_the_memory_map():
+    verdict = one("shards_flat_after_warmup", rtpengine_shards(MAPS, 2, 6, 10, 10, 10, 10, 10),
+                  [version_event("26.0.1.26")], warmup=2.0)
+    assert verdict.passed and verdict.observed == 0
+    assert verdict.detail.startswith("from the memory-map estimate: " + MAPS)
+
+
+def test_shards_growing_after_the_warmup_fail_from_the_bufferpools():
+    series = series_of([{BUFFERPOOLS: v, MAPS: 3} for v in (1, 2, 2, 2, 3, 4, 4, 4)])
+    verdict = one("shards_flat_after_warmup", series, [version_event("mr26.1.0.0")], warmup=2.0)
+    assert not verdict.passed and verdict.observed == 2
+    assert verdict.detail.startswith("from the daemon's bufferpools: " + BUFFERPOOLS)
+
+
+def test_shards_flat_on_rtpengine_10_5_is_unusable_not_a_pass():
+    verdict = one("shards_flat_after_warmup", rtpengine_shards(MAPS, 0, 0, 0, 0, 0, 0),
+                  [version_event("10.5.3.5-1+deb12u1")], warmup=1.0)
+    assert not verdict.passed and verdict.diagnosis == "unusable"
+    assert "predates the bufferpool" in verdict.detail
 
 
 # -- relay_alive -------------------------------------------------------------------------
@@ -297,6 +360,7 @@ DEFAULT_PARAMS = {
     "pins_below_ceiling": {"ceiling": 16},
     "no_phantom_shards": {},
     "pins_flat_after_warmup": {"warmup": 1.0},
+    "shards_flat_after_warmup": {"warmup": 1.0},
     "relay_alive": {},
     "back_to_baseline": {"counters": [SESSIONS], "within": 1.0},
     "calls_completed": {"min_ratio": 0.5},
@@ -328,7 +392,7 @@ def test_a_missing_counter_fails_and_names_it(name):
     assert "missing (no sample has it)" in verdict.detail
     assert verdict.detail.split()[1] in {"kmod.pins", SESSIONS, "load.calls_completed",
                                          "media.orphan_sessions", "kmod.targets",
-                                         "kamailio.shm_used"}
+                                         "kamailio.shm_used", MAPS}
 
 
 # -- registry and running ----------------------------------------------------------------

@@ -25,6 +25,7 @@ SHARD_BYTES = 16 * MIB
 SHARD_MAPPING_BYTES = 2 * SHARD_BYTES  # aligned_alloc(16 MiB, 16 MiB): size + alignment
 LARGE_BYTES = SHARD_BYTES  # a mapping smaller than one shard holds none
 ARENA_BYTES = 64 * MIB  # glibc's HEAP_MAX_SIZE on 64-bit
+MAPS_SHARDS = "rtpengine.maps.shards_estimate"
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,11 @@ def _text_keys(block: Any) -> Mapping[str, Any]:
 
 
 BUFFERPOOL_PREFIX = "rtpengine.bufferpool."
+BUFFERPOOL_SHARDS = "rtpengine.bufferpool.shards"  # every pool's shards together
 BUFFERPOOLS_SINCE = "mr26.1"
+# The first release line with lib/bufferpool.c that the rig has run: Debian's 12.5 has it,
+# bookworm's 10.5 has none (releases in between were not checked)
+BUFFERPOOL_FROM = (12, 0)
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,18 @@ def parse_bufferpools(block: Any) -> list[PoolShards]:
     return pools
 
 
+def release_line(version: str) -> tuple[int, int] | None:
+    """(10, 5) of `10.5.3.5-1+deb12u1`, (26, 0) of `mr26.0.1.26`; None when unreadable."""
+    match = re.match(r"^(?:mr)?(\d+)\.(\d+)", version.strip())
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def predates_bufferpool(version: str | None) -> bool:
+    """Whether this rtpengine is older than its bufferpool (so it has no shards at all)."""
+    line = release_line(version) if version else None
+    return line is not None and line < BUFFERPOOL_FROM
+
+
 def short_version(version: str) -> str:
     """`10.5` of `10.5.3.5-1+deb12u1`: the release line a reader knows."""
     return ".".join(version.split("-")[0].split(".")[:2]) or version
@@ -150,8 +166,11 @@ def ng_statistics_counters(reply: Mapping[Any, Any]) -> dict[str, float]:
     if not stats:
         raise ValueError("NG reply has no 'statistics' block")
     counters: dict[str, float] = {}
-    for pool in parse_bufferpools(stats.get("bufferpools", top.get("bufferpools"))):
+    pools = parse_bufferpools(stats.get("bufferpools", top.get("bufferpools")))
+    for pool in pools:
         counters.update(pool.counters())
+    if pools:
+        counters[BUFFERPOOL_SHARDS] = float(sum(pool.shards for pool in pools))
     for block_name, names in (("currentstatistics", NG_CURRENT), ("totalstatistics", NG_TOTAL)):
         block = _text_keys(stats.get(block_name))
         for key, name in names.items():

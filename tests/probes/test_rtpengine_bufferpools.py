@@ -4,6 +4,7 @@
 from pathlib import Path
 
 import bencode
+import pytest
 
 from rig.checks import RunWindow, pins_flat_after_warmup
 from rig.probes.rtpengine import (
@@ -11,6 +12,8 @@ from rig.probes.rtpengine import (
     ng_statistics_counters,
     not_reported,
     parse_bufferpools,
+    predates_bufferpool,
+    release_line,
     short_version,
 )
 from rig.series import Event, Sample, Series
@@ -53,6 +56,19 @@ def test_the_documented_shape_gives_shards_empty_shards_and_bytes_used():
     assert counters["rtpengine.bufferpool.main.bytes_used"] == 71200
     assert counters["rtpengine.bufferpool.shared.empty_shards"] == 0  # used, not referenced
     assert counters["rtpengine.sessions_own"] == 2
+    assert counters["rtpengine.bufferpool.shards"] == 4  # every pool's together
+
+
+@pytest.mark.parametrize(("version", "line", "older"), [
+    ("10.5.3.5-1+deb12u1", (10, 5), True),
+    ("12.5.1.31-1", (12, 5), False),
+    ("26.0.1.26+0~mr26.0.1.26", (26, 0), False),
+    ("mr26.1.0.0", (26, 1), False),
+    ("git-master-0faa777", None, False),  # unreadable: not called older
+])
+def test_release_line_and_whether_it_predates_the_bufferpool(version, line, older):
+    assert release_line(version) == line
+    assert predates_bufferpool(version) is older
 
 
 def test_a_shard_that_is_referenced_but_holds_nothing_is_not_empty():
