@@ -60,6 +60,7 @@ def serial(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.xdist_group("jobs-matrix")  # one worker computes the serial matrix once
 @pytest.mark.parametrize("extra", [("--jobs", "2"), ("--jobs", "2", "--cluster", "local")],
                          ids=["pool", "ray"])
 def test_a_2x2_matrix_at_once_gives_the_serial_verdicts_in_the_serial_files(
