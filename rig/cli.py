@@ -7,6 +7,7 @@ Exit codes: 0 every check passed, 1 a check failed, 2 bad input, 3 infrastructur
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", type=Path)
     run.add_argument("--out", type=Path, help="the run folder (default results/<run-id>)")
     add_run_options(run)
+    run.add_argument("--cluster", metavar="ADDRESS",
+                     help="the generator processes as Ray actors on this Ray cluster, one per "
+                          "unit of its `rig_generator` resource (default $RAY_ADDRESS); "
+                          "`local`: a Ray on this machine, on 127.0.0.1 only")
 
     matrix = sub.add_parser("matrix", help="run a scenario under every combination of settings")
     matrix.add_argument("scenario", type=Path)
@@ -77,7 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rig.console import diagnosis_lines, verdict_table
     from rig.runner import run_scenario
 
-    outcome = run_scenario(run_request(args, args.scenario, out=args.out))
+    cluster = args.cluster or os.environ.get("RAY_ADDRESS") or None
+    outcome = run_scenario(run_request(args, args.scenario, out=args.out, cluster=cluster))
     print(verdict_table(outcome.summary))
     for line in diagnosis_lines(outcome.summary):
         print(line)

@@ -38,6 +38,7 @@ from rig.summary import (
     BurstNumbers,
     Capture,
     CheckEntry,
+    ClusterRun,
     CounterStats,
     Environment,
     HostileNumbers,
@@ -264,6 +265,12 @@ def overall_verdict(
     return "pass" if verdicts and all(v.passed for v in verdicts) else "fail"
 
 
+def cluster_block(events: Sequence[Event]) -> ClusterRun | None:
+    """The nodes of a `--cluster` run, from its `cluster` event (None without one)."""
+    found = next((e for e in events if e.kind == "cluster"), None)
+    return None if found is None else ClusterRun.model_validate(found.data)
+
+
 def build_summary(
     *,
     run_id: str,
@@ -312,6 +319,7 @@ def build_summary(
         diagnosis=diagnosis,
         capture=None if capture is None else Capture.model_validate(dict(capture)),
         hostile=None if hostile is None else HostileNumbers.model_validate(dict(hostile)),
+        cluster=cluster_block(events),
         error=error,
     )
 

@@ -79,6 +79,7 @@ class RunRequest:
     progress: bool = True
     target: str | None = None  # local | docker; None: the scenario's `target`
     allow_outside_sources: bool = False  # a service `source` may be an absolute path
+    cluster: str | None = None  # the generators as Ray actors there (`local`: on 127.0.0.1)
 
 
 @dataclass(frozen=True)
@@ -376,6 +377,8 @@ class Run:
 
         scenario = self.scenario
         driver = self._load_driver(endpoints, recorder)
+        if self.request.cluster is not None:  # joins the cluster, places the actors
+            stack.enter_context(driver)
         self.hostile = self._hostile_traffic(endpoints, recorder)
         followers = self._log_followers(services, recorder)
         sampler = Sampler(
@@ -422,10 +425,17 @@ class Run:
 
     def _load_driver(self, endpoints: Endpoints, recorder: Recorder) -> Any:
         """The call generator: a LoadDriver in this process, or with `load.processes` > 1 a
-        ProcessDriver running one LoadDriver per generator process (the same face)."""
+        ProcessDriver running one LoadDriver per generator process, or with a cluster a
+        RayDriver running one per Ray actor (the same face)."""
         scenario = self.scenario
         on_event = self._on_load_event(recorder)
         targets = targets_for(endpoints, self.plan)
+        workers = scenario.bursts.workers if scenario.bursts is not None else None
+        if self.request.cluster is not None:
+            from rig.load.ray_driver import RayDriver
+
+            return RayDriver(generator_shares(scenario, targets, self.processes, self.recording),
+                             on_event, address=self.request.cluster, workers=workers)
         if self.processes > 1:
             from rig.load.processes import ProcessDriver
 

@@ -13,7 +13,8 @@ one step at a time when read):
      services, `load`'s outcomes, a check's `diagnosis` as null when it has none); an
      unfinished run is a Summary with verdict `incomplete` and empty blocks. The field
      names of version 1 are unchanged. A check's `values` came later in version 2, with
-     a default (empty), so files written before it read unchanged.
+     a default (empty), so files written before it read unchanged. `cluster` (the Ray
+     nodes of a `--cluster` run and their clock offsets) came later too, null by default.
 """
 
 from __future__ import annotations
@@ -210,6 +211,23 @@ class ToolNumbers(_Closed):
     answers: dict[str, int]
 
 
+class ClusterNode(_Closed):
+    """A Ray node that ran generators, and its clock measured from the coordinator."""
+
+    node_id: str
+    ip: str
+    generators: list[int] = Field(default_factory=list)  # the shares' indexes
+    offset_s: float | None = Field(
+        default=None, description="how far the node's wall clock is ahead of the "
+                                  "coordinator's (NTP-style, least-delay exchange)")
+    delay_s: float | None = None  # that exchange's round trip: the offset's error bound
+
+
+class ClusterRun(_Closed):
+    address: str
+    nodes: list[ClusterNode] = Field(default_factory=list)
+
+
 class HostileNumbers(_Closed):
     """What the hostile traffic sent, by kind, and how the SUT answered each message."""
 
@@ -241,6 +259,8 @@ class Summary(_Closed):
     capture: Capture | None = None
     hostile: HostileNumbers | None = Field(
         default=None, description="the `hostile:` section's traffic; null without one")
+    cluster: ClusterRun | None = Field(
+        default=None, description="the Ray nodes of a `--cluster` run; null without one")
     error: str | None = None
 
     @property

@@ -157,6 +157,21 @@ def test_summary_blocks():
     json.dumps(summary.to_json(), allow_nan=False)
 
 
+def test_a_cluster_run_has_its_nodes_and_their_clock_offsets_and_a_plain_run_none():
+    assert make_summary().cluster is None
+    nodes = [{"node_id": "aa11", "ip": "10.0.0.2", "generators": [0, 2], "offset_s": -0.0042,
+              "delay_s": 0.0007},
+             {"node_id": "bb22", "ip": "10.0.0.3", "generators": [1], "offset_s": 0.013,
+              "delay_s": 0.0009}]
+    summary = make_summary(events=[Event(0.5, "cluster", {"address": "head:6379",
+                                                          "nodes": nodes})])
+    assert summary.cluster is not None and summary.cluster.address == "head:6379"
+    assert [(n.ip, n.generators, n.offset_s) for n in summary.cluster.nodes] == [
+        ("10.0.0.2", [0, 2], -0.0042), ("10.0.0.3", [1], 0.013)]
+    again = Summary.model_validate(json.loads(json.dumps(summary.to_json())))
+    assert again.cluster == summary.cluster
+
+
 def test_one_failed_check_fails_the_run_and_no_check_is_no_pass():
     failed = [Verdict("relay_alive", False, 1, 0, "crashed")]
     assert make_summary(verdicts=failed).verdict == "fail"
