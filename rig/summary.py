@@ -226,6 +226,8 @@ class ClusterNode(_Closed):
 class ClusterRun(_Closed):
     address: str
     nodes: list[ClusterNode] = Field(default_factory=list)
+    ray_start_s: float | None = None  # joining the cluster (or starting the embedded Ray)
+    actors_start_s: float | None = None  # placement group and generator actors up
 
 
 class HostileNumbers(_Closed):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -185,13 +187,18 @@ class RayDriver:
 
     def __enter__(self) -> RayDriver:
         try:
+            began = time.monotonic()
             self._ray, self.temp = _start_ray(self.address, len(self.shares))
+            joined = time.monotonic()
             self._place()
+            placed = time.monotonic()
             self._measure_clocks()
         except BaseException:
             self.close()
             raise
-        self.on_event("cluster", {"address": self.address, "nodes": self.nodes()})
+        self.on_event("cluster", {"address": self.address, "nodes": self.nodes(),
+                                  "ray_start_s": round(joined - began, 3),
+                                  "actors_start_s": round(placed - joined, 3)})
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -354,6 +361,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _start_ray(address: str, slots: int) -> tuple[Any, str | None]:
+    """ray.init (below), then the SIGTERM handler back: Ray's core installs its own, which
+    prints a stack and kills the process with nothing stopped."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        return _init_ray(address, slots)
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+
+
+def _init_ray(address: str, slots: int) -> tuple[Any, str | None]:
     """ray.init for `address`, and the folder of an embedded Ray (None when joining);
     `local` is an embedded Ray on 127.0.0.1 that offers `slots` generator slots."""
     from rig.distribute_ray import LOOPBACK_ONLY_ENV, import_ray_or_fail

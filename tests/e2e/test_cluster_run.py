@@ -5,6 +5,10 @@ generator node killed mid-run makes the verdict error, naming that node; a clust
 generator slots is refused in one line."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -105,6 +109,40 @@ def test_two_generator_nodes_run_one_load_with_one_summary(cluster, tmp_path, sc
     bursts = [e["data"] for e in events if e["kind"] == "burst"]
     assert [b["index"] for b in bursts] == [0, 1] and summary.bursts.count == 2
     assert max(b["streams"] for b in bursts) > 4  # calls of both nodes in one burst
+
+
+def test_sigterm_mid_run_kills_every_actor_and_frees_the_slots(
+        cluster, tmp_path, scenario, private_runtime):
+    made, _ = cluster
+    run = tmp_path / "run"
+    rig = subprocess.Popen(
+        [sys.executable, "-m", "rig.cli", "run", str(scenario), "--cluster", made.address,
+         "--no-progress", "--out", str(run), "--set", "duration=20"],
+        env={**os.environ, "RIG_RUNTIME_DIR": str(private_runtime)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(e["kind"] == "load_start" for e in read_events(run)):
+            assert rig.poll() is None and time.monotonic() < deadline, rig.stdout
+            time.sleep(0.05)
+        time.sleep(0.5)
+        rig.send_signal(signal.SIGTERM)
+        out, _ = rig.communicate(timeout=30)
+    finally:
+        if rig.poll() is None:
+            rig.kill()
+    assert rig.returncode == 130, out
+    assert "SIGTERM received" not in out  # Ray's own handler did not take over
+    assert wait_gone()
+    # the placement group went too: both slots are free for the next run (its placement
+    # would wait PLACEMENT_TIMEOUT_S and fail otherwise)
+    import ray
+
+    ray.init(address=made.address, log_to_driver=False)
+    try:
+        assert ray.available_resources().get("rig_generator") == 2
+    finally:
+        ray.shutdown()
 
 
 def test_a_generator_node_lost_mid_run_is_an_error_naming_it(cluster, tmp_path, scenario):
