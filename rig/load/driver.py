@@ -47,6 +47,7 @@ ENDED_REMEMBERED = 100_000  # call-ids of ended calls kept for the orphan-sessio
 FIRE_MARGIN = 0.02  # seconds the burst senders get between the hand-over and the deadline
 SINK_WAIT_S = 0.5  # how long a burst's packets may take to reach the debug sink
 INVITE_200 = "invite_200"  # latency: the INVITE sent to its 200 OK received (answered calls)
+BYE_200 = "bye_200"  # latency: the rig's BYE sent to its 2xx received
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,9 @@ class LoadDriver:
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._uas_ports: dict[str, tuple[int, tuple[str, int]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # calls run by the UAC's callbacks alone (no media control to await): their ports
+        self._inline: dict[str, list[int]] = {}
+        self._inline_media = False
         self._slot_waiter: asyncio.Future[None] | None = None
         self._uac: Uac | None = None
         self.fired_bursts: list[BurstResult] = []  # in order; the latest is the last
@@ -260,6 +264,7 @@ class LoadDriver:
         self._halt = asyncio.Event()
         async with AsyncExitStack() as stack:
             media = self._media if self._media is not None else await self._open_media(stack)
+            self._inline_media = _needs_no_awaits(media)
             self._engine = self._open_engine(stack)
             sender, sink = self._open_burst_sender(stack)
             uas = Uas((self.targets.host, self.targets.uas_port), self.timers,
@@ -288,6 +293,7 @@ class LoadDriver:
                 await self._wind_down(uac, uas)
             finally:  # cancelled (the relay died, Ctrl-C): no call task outlives the run
                 await _cancel_all(self._tasks)
+                self._drop_inline(uac)
             if self.own_uas:
                 await _settle(lambda: uas.active == 0, UAS_SETTLE)
             report = self._report(load_seconds, tuple(results))
@@ -359,10 +365,9 @@ class LoadDriver:
         uac.end_calls()
         if self.own_uas:
             uas.end_calls()  # callees of vanished callers: their BYE is what deletes media
-        if not self._tasks:
-            return
-        _, late = await asyncio.wait(set(self._tasks), timeout=self.timers.timeout + 1.0)
-        await _cancel_all(late)
+        await _settle(lambda: not self._tasks and not self._inline, self.timers.timeout + 1.0)
+        await _cancel_all(self._tasks)
+        self._drop_inline(uac)
 
     def _report(self, seconds: float, bursts: tuple[Any, ...]) -> LoadReport:
         rtp = self._rtp_stats()
@@ -429,8 +434,13 @@ class LoadDriver:
         return min(max(PACE_TICK, next_due), max(0.0, left))
 
     def _start_call(self, media: Any, spec: CallSpec, burst: _Burst | None) -> None:
-        """Count the call as active now (the cap sees it at once), then run it as a task."""
+        """Count the call as active now (the cap sees it at once), then place it: on the
+        UAC's callbacks alone when nothing has to be awaited (no NG, no burst), else as a
+        task that awaits the media control."""
         self._begin()
+        if burst is None and self._inline_media:
+            self._place(spec)
+            return
         task = asyncio.ensure_future(self._call(media, spec, burst))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -445,6 +455,52 @@ class LoadDriver:
                         no_answer_timeout=plan.no_answer_timeout)
 
     # ---- one call --------------------------------------------------------------------
+
+    def _place(self, spec: CallSpec) -> None:
+        """A call without media control: SDP, the UAC's call and the end, all callbacks."""
+        uac = self._uac
+        assert uac is not None
+        call_id, from_tag = self.call_id_prefix + uac.new_call_id(), uac.new_tag()
+        ports: list[int] = []
+        try:
+            offer = self._offer_sdp(call_id, ports)
+        except Exception as exc:  # no RTP port left, say: this call fails, not the run
+            self._close_ports(call_id, ports)
+            self._end(call_id, None, _reason(exc))
+            return
+
+        def answered(to_tag: str, answer: str) -> None:
+            self._start_streams(call_id, ports, answer)
+
+        def done(result: CallResult, error: BaseException | None) -> None:
+            if self._inline.pop(call_id, None) is None:
+                return  # dropped at the end of the run, counted there
+            self._close_ports(call_id, ports)
+            if error is None:
+                self._call_latency(result)
+                self._end(call_id, result, "")
+                return
+            if isinstance(error, UnsafeTargetError):
+                self._refuse(error)
+            self._end(call_id, None, "refused destination"
+                      if isinstance(error, UnsafeTargetError) else _reason(error))
+
+        self._inline[call_id] = ports
+        uac.place(spec, offer, answered if ports else None, done, call_id, from_tag)
+
+    def _drop_inline(self, uac: Uac) -> None:
+        """Calls still up once the wind-down is over end here, as cancelled tasks do."""
+        for call_id, ports in list(self._inline.items()):
+            uac.drop(call_id)
+            del self._inline[call_id]
+            self._close_ports(call_id, ports)
+            self._end(call_id, None, "still up when the load stopped")
+
+    def _call_latency(self, result: CallResult) -> None:
+        if 200 <= result.status < 300 and result.outcome in ("answered", "vanish"):
+            self._latency(INVITE_200, result.invite_rtt)
+        if not math.isnan(result.bye_rtt):
+            self._latency(BYE_200, result.bye_rtt)
 
     async def _call(self, media: Any, spec: CallSpec, burst: _Burst | None) -> None:
         uac = self._uac
@@ -469,13 +525,15 @@ class LoadDriver:
             offer = await media.offer(call_id, from_tag, offer)
             invited = asyncio.get_running_loop().time()
             result = await uac.call(spec, offer, answered, call_id=call_id, from_tag=from_tag)
+            if not math.isnan(result.bye_rtt):
+                self._latency(BYE_200, result.bye_rtt)
         except asyncio.CancelledError:
             reason = "still up when the load stopped"
         except UnsafeTargetError as exc:
             self._refuse(exc)
             reason = "refused destination"
         except Exception as exc:  # a media or socket failure ends this call, not the run
-            reason = f"{type(exc).__name__}: {exc}".split("\n")[0][:120]
+            reason = _reason(exc)
         finally:
             if burst is not None and to_tag is None:
                 burst.one_ready()  # never got to media; do not hold the burst up
@@ -499,9 +557,18 @@ class LoadDriver:
     async def _start_media(
         self, call_id: str, ports: list[int], answer: str, burst: _Burst | None
     ) -> None:
-        engine = self._engine
-        if engine is None or not ports:
+        if self._engine is None or not ports:
             return
+        if burst is None:
+            self._start_streams(call_id, ports, answer)
+            return
+        burst.ports.extend(self._prepare_streams(call_id, ports, answer))
+        burst.one_ready()
+        await asyncio.shield(burst.fired)
+
+    def _prepare_streams(self, call_id: str, ports: list[int], answer: str) -> list[int]:
+        """Aim both legs' streams (ours at the answer, the UAS's at the offer); their ports."""
+        engine = self._engine
         answer_origin, offer_origin = self._sdp_origins()
         engine.prepare_stream(ports[0], media_address(answer), answer_origin)
         local = [ports[0]]
@@ -509,12 +576,11 @@ class LoadDriver:
         if uas_side is not None:
             engine.prepare_stream(uas_side[0], uas_side[1], offer_origin)
             local.append(uas_side[0])
-        if burst is None:
-            engine.start_streams(local)
-            return
-        burst.ports.extend(local)
-        burst.one_ready()
-        await asyncio.shield(burst.fired)
+        return local
+
+    def _start_streams(self, call_id: str, ports: list[int], answer: str) -> None:
+        if self._engine is not None and ports:
+            self._engine.start_streams(self._prepare_streams(call_id, ports, answer))
 
     def _sdp_origins(self) -> tuple[str, str]:
         """Where the two legs' RTP targets come from: (the caller's, the callee's)."""
@@ -648,6 +714,18 @@ class LoadDriver:
             arrivals = [a.t for a in sink.collect(len(ready), SINK_WAIT_S)]
             result = replace(result, arrivals=tuple(arrivals), lost=len(ready) - len(arrivals))
         return result
+
+
+def _reason(error: BaseException) -> str:
+    """A failed call's reason: the error's type and the first line of what it says."""
+    return f"{type(error).__name__}: {error}".split("\n")[0][:120]
+
+
+def _needs_no_awaits(media: Any) -> bool:
+    """True for media control that leaves the SDP alone: its calls need no coroutine."""
+    from rig.load.mediacontrol import NoMediaControl
+
+    return type(media) is NoMediaControl
 
 
 async def _until_done_or_halted(job: Awaitable[Any], halt: asyncio.Event) -> None:

@@ -11,6 +11,7 @@ of one join. Pure: bytes in, bytes out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -65,18 +66,38 @@ def _peek_slow(data: bytes) -> Peek:
 
 
 def _line_value(data: bytes, name: bytes, end: int) -> bytes | None:
-    """The value of the one header spelled `name` in data[:end]; None if absent or repeated."""
+    """The value of the first header spelled `name` in data[:end] (the first wins, as in
+    parse_message); None if absent."""
     start = data.find(name, 0, end)
-    if start < 0 or data.find(name, start + 1, end) >= 0:
+    if start < 0:
         return None
     start += len(name)
     stop = data.find(b"\r\n", start, end)
     return data[start:stop if stop >= 0 else end]
 
 
+class Unusual(ValueError):
+    """A header is spelled in a way the byte search does not read: parse the message."""
+
+
+def header_value(data: bytes, name: bytes, end: int) -> bytes | None:
+    """The first `name` header (spelled b"\r\nName: ") of a message `peek` accepted; None if
+    there is none. Raises Unusual when it may be there in another spelling (other case,
+    no space after the colon), so the caller parses the whole message instead."""
+    value = _line_value(data, name, end)
+    if value is None and name[2:-2].lower() in data[:end].lower():
+        raise Unusual(name.decode().strip())
+    return value
+
+
+def head_end(data: bytes) -> int:
+    """Where the headers of a message `peek` accepted end (the CRLF of the last one)."""
+    return data.find(b"\r\n\r\n") + 2
+
+
 def _peek_fast(data: bytes) -> Peek | None:
     end = data.find(b"\r\n\r\n")
-    if end < 0 or b"\n " in data[:end] or b"\n\t" in data[:end]:
+    if end < 0 or data.find(b"\n ", 0, end) >= 0 or data.find(b"\n\t", 0, end) >= 0:
         return None  # no blank line, or folded headers: the full parser decides
     first = data[:data.find(b"\r\n")]
     head_end = end + 2  # keep the last header's CRLF inside the searched range
@@ -109,6 +130,7 @@ def _body_fits(data: bytes, end: int) -> bool:
     length = _line_value(data, _LENGTH, end + 2)
     if length is None:
         return data.find(b"\r\nl:", 0, end + 2) < 0 and len(data) == end + 4
+    length = length.strip()  # SIPp pads its [len]
     return length.isdigit() and len(data) - end - 4 >= int(length)
 
 
@@ -126,15 +148,16 @@ def body_of(data: bytes) -> str:
     """The body of a datagram that `peek` accepted (its Content-Length fits)."""
     end = data.find(b"\r\n\r\n")
     length = _line_value(data, _LENGTH, end + 2)
-    raw = data[end + 4:] if length is None else data[end + 4:end + 4 + int(length)]
+    raw = data[end + 4:] if length is None else data[end + 4:end + 4 + int(length.strip())]
     return raw.decode("utf-8")
 
 
 # ---- responses from the raw request ------------------------------------------------
 
-_COPIED = {b"via", b"v", b"from", b"f", b"call-id", b"i", b"cseq"}
-_DIALOG = {b"record-route"}
-_TO_NAMES = {b"to", b"t"}
+# the headers a response copies, and To, one match per line, name and trimmed value
+_RESPONSE_HEADERS = re.compile(
+    rb"^(via|v|from|f|call-id|i|cseq|record-route|to|t)[ \t]*:[ \t]*(.*?)[ \t]*\r?$",
+    re.M | re.I)
 
 
 def response_to(data: bytes, status: int, to_tag: str = "", contact: str = "",
@@ -144,16 +167,16 @@ def response_to(data: bytes, status: int, to_tag: str = "", contact: str = "",
     Via, From, Call-ID, CSeq (and Record-Route on 101-299) are copied as they came; To gets
     `to_tag` unless it has one; a request `peek` accepted is assumed (no folding).
     """
-    head = data[:data.find(b"\r\n\r\n")].split(b"\r\n")
     dialog = 101 <= status < 300
-    out = [f"SIP/2.0 {status} {reason or REASONS.get(status, 'Unknown')}".encode()]
+    out = [_status_line(status, reason)]
     to = b""
-    for line in head[1:]:
-        name = line[:line.find(b":")].strip().lower()
-        if name in _COPIED or (dialog and name in _DIALOG):
-            out.append(_display(name) + line[line.find(b":"):].rstrip())
-        elif name in _TO_NAMES:
-            to = line[line.find(b":") + 1:].strip()
+    display = _DISPLAYED
+    for name, value in _RESPONSE_HEADERS.findall(data, 0, data.find(b"\r\n\r\n") + 2):
+        shown = display[name.lower()]
+        if shown is _TO_SHOWN:
+            to = value
+        elif shown is not _RR_SHOWN or dialog:
+            out.append(shown + value)
     if to_tag and status != 100 and _param(to, _TAG) == "":
         to += b";tag=" + to_tag.encode()
     out.append(b"To: " + to)
@@ -166,13 +189,21 @@ def response_to(data: bytes, status: int, to_tag: str = "", contact: str = "",
     return b"\r\n".join(out) + b"\r\n\r\n" + encoded
 
 
-_DISPLAYED = {b"via": b"Via", b"v": b"Via", b"from": b"From", b"f": b"From",
-              b"call-id": b"Call-ID", b"i": b"Call-ID", b"cseq": b"CSeq",
-              b"record-route": b"Record-Route"}
+_TO_SHOWN = b"To: "
+_RR_SHOWN = b"Record-Route: "
+_DISPLAYED = {b"via": b"Via: ", b"v": b"Via: ", b"from": b"From: ", b"f": b"From: ",
+              b"call-id": b"Call-ID: ", b"i": b"Call-ID: ", b"cseq": b"CSeq: ",
+              b"record-route": _RR_SHOWN, b"to": _TO_SHOWN, b"t": _TO_SHOWN}
+_STATUS_LINES: dict[tuple[int, str], bytes] = {}
 
 
-def _display(name: bytes) -> bytes:
-    return _DISPLAYED[name]
+def _status_line(status: int, reason: str) -> bytes:
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        line = f"SIP/2.0 {status} {reason or REASONS.get(status, 'Unknown')}".encode()
+        if len(_STATUS_LINES) < 256:
+            _STATUS_LINES[(status, reason)] = line
+    return line
 
 
 # ---- request templates --------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 # [when, order, callback, argument]; a cancelled entry has callback None
 Entry = list[Any]
-Callback = Callable[[Any], None]
+Callback = Callable[..., None]  # run by the owner of the heap, with what it passes
 
 
 class TimerHeap:

@@ -54,6 +54,8 @@ def messages() -> list[bytes]:
         build_response(request, 486, "s77"),
         # SIPp's spelling, compact headers, two Vias: the slow path must agree as well
         invite.replace(b"Call-ID:", b"i:"),
+        invite.replace(b"Content-Length: ", b"Content-Length:   "),  # SIPp pads [len]
+        invite.replace(b"\r\nTo:", b"\r\nTO :"),
         invite.replace(b"Via: ", b"Via: SIP/2.0/UDP 127.0.0.8:5060;branch=z9hG4bKp0,\r\n "),
         invite.replace(b"Via: SIP/2.0/UDP", b"Via: SIP/2.0/UDP 127.0.0.8:5060;branch=z9hG4bKp0"
                        b"\r\nVia: SIP/2.0/UDP", 1),
