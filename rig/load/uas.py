@@ -31,7 +31,16 @@ from rig.wire.sip import (
     parse_directive,
     uri_of,
 )
-from rig.wire.sipfast import Peek, Unusual, body_of, head_end, header_value, peek, response_to
+from rig.wire.sipfast import (
+    Peek,
+    ResponseHead,
+    Unusual,
+    body_of,
+    head_end,
+    header_value,
+    peek,
+    response_to,
+)
 from rig.wire.timerheap import Entry
 from rig.wire.transaction import RFC_TIMERS, ClientNonInvite, ServerInvite, SipTimers
 
@@ -45,7 +54,8 @@ RIG_LINE = f"\r\n{RIG_HEADER}: ".encode()
 
 
 class _UasCall:
-    __slots__ = ("invite", "call_id", "addr", "to_tag", "directive", "tx", "state", "timer", "bye",
+    __slots__ = ("invite", "head", "call_id", "addr", "to_tag", "directive", "tx", "state",
+                 "timer", "bye",
                  "bye_branch", "hop", "origin")
 
     def __init__(
@@ -54,6 +64,7 @@ class _UasCall:
     ) -> None:
         self.invite, self.addr, self.to_tag, self.directive = invite, addr, to_tag, directive
         self.call_id = invite.call_id
+        self.head: ResponseHead | None = None  # the INVITE's lines its responses copy
         self.tx = tx  # the INVITE's server transaction: its responses and their timers
         self.state = "ringing"  # -> answered | rejected -> confirmed -> (bye) -> (removed)
         self.timer: Entry | None = None  # ring limit, retransmission, hold or BYE timers
@@ -237,8 +248,10 @@ class Uas:
         self._final(call, 488, reason=f"Not Acceptable Here: {problem}"[:100])
 
     def _respond(self, call: _UasCall, status: int, body: str = "", reason: str = "") -> None:
-        response = response_to(call.invite.data, status, call.to_tag, self.contact, body,
-                                reason)
+        head = call.head
+        if head is None:
+            head = call.head = ResponseHead.of(call.invite.data)
+        response = head.render(status, call.to_tag, self.contact, body, reason)
         self._send(call.tx.respond(response, status, self._now()), call.addr)
 
     def _final(self, call: _UasCall, status: int, body: str = "", reason: str = "") -> None:

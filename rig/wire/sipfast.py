@@ -30,19 +30,37 @@ class Peek:
     """What an agent routes a datagram on; `message()` parses all of it when more is needed.
 
     `method` is the request's method, or the CSeq method of a response (as SipMessage has).
+    The top Via's branch and the To tag are read on first use: many datagrams need neither.
     """
 
-    __slots__ = ("data", "status", "method", "call_id", "branch", "to_tag", "cseq", "_full")
+    __slots__ = ("data", "status", "method", "call_id", "cseq", "end", "_branch", "_to_tag",
+                 "_full")
 
-    def __init__(self, data: bytes, status: int, method: str, call_id: str, branch: str,
-                 to_tag: str, cseq: int, full: SipMessage | None = None) -> None:
+    def __init__(self, data: bytes, status: int, method: str, call_id: str, cseq: int,
+                 end: int, full: SipMessage | None = None) -> None:
         self.data, self.status, self.method = data, status, method
-        self.call_id, self.branch, self.to_tag, self.cseq = call_id, branch, to_tag, cseq
+        self.call_id, self.cseq, self.end = call_id, cseq, end
         self._full = full
+        self._branch = full.branch if full is not None else None
+        self._to_tag = full.to_tag if full is not None else None
 
     @property
     def is_request(self) -> bool:
         return self.status == 0
+
+    @property
+    def branch(self) -> str:
+        if self._branch is None:
+            via = _line_value(self.data, _VIA, self.end)
+            self._branch = _param(via, _BRANCH) if via is not None else ""
+        return self._branch
+
+    @property
+    def to_tag(self) -> str:
+        if self._to_tag is None:
+            to = _line_value(self.data, _TO, self.end)
+            self._to_tag = _param(to, _TAG) if to is not None else ""
+        return self._to_tag
 
     def message(self) -> SipMessage:
         """The whole parsed message (parsed once, on first use)."""
@@ -62,7 +80,7 @@ def peek(data: bytes) -> Peek:
 
 def _peek_slow(data: bytes) -> Peek:
     m = parse_message(data)
-    return Peek(data, m.status, m.method, m.call_id, m.branch, m.to_tag, m.cseq, m)
+    return Peek(data, m.status, m.method, m.call_id, m.cseq, 0, m)
 
 
 def _line_value(data: bytes, name: bytes, end: int) -> bytes | None:
@@ -99,17 +117,17 @@ def _peek_fast(data: bytes) -> Peek | None:
     end = data.find(b"\r\n\r\n")
     if end < 0 or data.find(b"\n ", 0, end) >= 0 or data.find(b"\n\t", 0, end) >= 0:
         return None  # no blank line, or folded headers: the full parser decides
-    first = data[:data.find(b"\r\n")]
-    head_end = end + 2  # keep the last header's CRLF inside the searched range
-    call_id = _line_value(data, _CALL_ID, head_end)
-    cseq = _line_value(data, _CSEQ, head_end)
-    via = _line_value(data, _VIA, head_end)
-    to = _line_value(data, _TO, head_end)
-    if call_id is None or cseq is None or via is None or to is None or b"," in via:
+    nl = data.find(b"\r\n")
+    head = end + 2  # keep the last header's CRLF inside the searched range
+    call_id = _line_value(data, _CALL_ID, head)
+    cseq = _line_value(data, _CSEQ, head)
+    if (call_id is None or cseq is None or data.find(_VIA, nl, head) < 0
+            or data.find(_TO, nl, head) < 0):
         return None
     number, _, cseq_method = cseq.partition(b" ")
     if not number.isdigit() or not cseq_method.isalpha():
         return None
+    first = data[:nl]
     if first.startswith(b"SIP/2.0 "):
         code = first[8:11]
         if len(first) > 11 and first[11:12] != b" " or not code.isdigit() or code[:1] == b"0":
@@ -122,8 +140,7 @@ def _peek_fast(data: bytes) -> Peek | None:
         status, method = 0, parts[0].decode().upper()
     if not _body_fits(data, end):
         return None
-    return Peek(data, status, method, call_id.decode().strip(), _param(via, _BRANCH),
-                _param(to, _TAG), int(number))
+    return Peek(data, status, method, call_id.decode().strip(), int(number), head)
 
 
 def _body_fits(data: bytes, end: int) -> bool:
@@ -167,26 +184,50 @@ def response_to(data: bytes, status: int, to_tag: str = "", contact: str = "",
     Via, From, Call-ID, CSeq (and Record-Route on 101-299) are copied as they came; To gets
     `to_tag` unless it has one; a request `peek` accepted is assumed (no folding).
     """
-    dialog = 101 <= status < 300
-    out = [_status_line(status, reason)]
-    to = b""
-    display = _DISPLAYED
-    for name, value in _RESPONSE_HEADERS.findall(data, 0, data.find(b"\r\n\r\n") + 2):
-        shown = display[name.lower()]
-        if shown is _TO_SHOWN:
-            to = value
-        elif shown is not _RR_SHOWN or dialog:
-            out.append(shown + value)
-    if to_tag and status != 100 and _param(to, _TAG) == "":
-        to += b";tag=" + to_tag.encode()
-    out.append(b"To: " + to)
-    if contact and dialog:
-        out.append(b"Contact: <" + contact.encode() + b">")
-    encoded = body.encode()
-    if encoded:
-        out.append(b"Content-Type: application/sdp")
-    out.append(b"Content-Length: %d" % len(encoded))
-    return b"\r\n".join(out) + b"\r\n\r\n" + encoded
+    return ResponseHead.of(data).render(status, to_tag, contact, body, reason)
+
+
+class ResponseHead:
+    """What every response to one request copies from it, read once (an INVITE gets 2-3)."""
+
+    __slots__ = ("copied", "with_routes", "to", "tagged")
+
+    def __init__(self, copied: bytes, with_routes: bytes, to: bytes) -> None:
+        self.copied, self.with_routes, self.to = copied, with_routes, to
+        self.tagged = _param(to, _TAG) != ""
+
+    @classmethod
+    def of(cls, data: bytes) -> ResponseHead:
+        copied: list[bytes] = []
+        with_routes: list[bytes] = []
+        to = b""
+        display = _DISPLAYED
+        for name, value in _RESPONSE_HEADERS.findall(data, 0, data.find(b"\r\n\r\n") + 2):
+            shown = display[name.lower()]
+            if shown is _TO_SHOWN:
+                to = value
+                continue
+            line = shown + value
+            with_routes.append(line)
+            if shown is not _RR_SHOWN:
+                copied.append(line)
+        return cls(b"\r\n".join(copied), b"\r\n".join(with_routes), to)
+
+    def render(self, status: int, to_tag: str = "", contact: str = "", body: str = "",
+               reason: str = "") -> bytes:
+        dialog = 101 <= status < 300
+        to = self.to
+        if to_tag and status != 100 and not self.tagged:
+            to += b";tag=" + to_tag.encode()
+        out = [_status_line(status, reason), self.with_routes if dialog else self.copied,
+               b"To: " + to]
+        if contact and dialog:
+            out.append(b"Contact: <" + contact.encode() + b">")
+        encoded = body.encode()
+        if encoded:
+            out.append(b"Content-Type: application/sdp")
+        out.append(b"Content-Length: %d" % len(encoded))
+        return b"\r\n".join(out) + b"\r\n\r\n" + encoded
 
 
 _TO_SHOWN = b"To: "
