@@ -11,7 +11,7 @@ import asyncio
 import math
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from rig.topology.destinations import LOOPBACK_ONLY, Destinations
 from rig.wire.timerheap import Entry, TimerHeap
@@ -138,3 +138,35 @@ class LoopTimers:
         if self._handle is not None:
             self._handle.cancel()
         self._handle, self._armed_at = None, math.inf
+
+
+class Agent:
+    """What a UAC and a UAS share: one endpoint and one loop timer, opened by `start` (or
+    `async with`) and closed by `close`. A subclass sets `local` and `destinations` and
+    handles each datagram in `_on_datagram`."""
+
+    local: Address
+    destinations: Destinations
+    _endpoint: Endpoint | None = None
+    _clock: LoopTimers | None = None
+
+    def _on_datagram(self, data: bytes, addr: Address) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._clock = LoopTimers(asyncio.get_running_loop())
+        self._endpoint = await open_endpoint(self.local, self._on_datagram, self.destinations)
+
+    def close(self) -> None:
+        if self._clock is not None:
+            self._clock.close()
+        if self._endpoint is not None:
+            self._endpoint.close()
+        self._endpoint = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from rig.load.callspec import EXPECTED_FINAL, VANISH_NOTICE_S, CallResult, CallSpec
-from rig.load.sipio import Address, Endpoint, LoopTimers, open_endpoint
+from rig.load.sipio import Address, Agent, Endpoint, LoopTimers
 from rig.topology.destinations import LOOPBACK_ONLY, Destinations, UnsafeDestination
 from rig.wire.sip import (
     RIG_HEADER,
@@ -50,7 +50,7 @@ AnsweredHook = Callable[[str, str], Awaitable[None] | None]
 DoneHook = Callable[[CallResult, BaseException | None], None]
 
 
-class Uac:
+class Uac(Agent):
     """Places calls to a UAS (directly, or through `proxy`) from one local UDP socket."""
 
     def __init__(
@@ -83,24 +83,6 @@ class Uac:
         self._invite = Template.request(self._first, "INVITE", 1, RIG_HEADER, with_body=True)
         self._invite_bare = Template.request(self._first, "INVITE", 1, RIG_HEADER)
         self._cancel = Template.request(self._first, "CANCEL", 1)
-
-    async def start(self) -> None:
-        self._clock = LoopTimers(asyncio.get_running_loop())
-        self._endpoint = await open_endpoint(self.local, self._on_datagram, self.destinations)
-
-    def close(self) -> None:
-        if self._clock is not None:
-            self._clock.close()
-        if self._endpoint is not None:
-            self._endpoint.close()
-        self._endpoint = None
-
-    async def __aenter__(self) -> Uac:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def active(self) -> int:

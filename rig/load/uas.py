@@ -10,7 +10,6 @@ softphone) the UAS answers.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 from collections import OrderedDict
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from rig.load.callspec import REFUSED, OfferRefused, UasCounts
-from rig.load.sipio import Address, Endpoint, LoopTimers, open_endpoint
+from rig.load.sipio import Address, Agent, Endpoint, LoopTimers
 from rig.topology.destinations import LOOPBACK_ONLY, Destinations, UnsafeDestination
 from rig.wire.sip import (
     RIG_HEADER,
@@ -74,7 +73,7 @@ class _UasCall:
         self.origin = ""
 
 
-class Uas:
+class Uas(Agent):
     """Answers calls on one local UDP socket, with the outcome each INVITE asks for.
 
     `on_offer(call_id, offer)` returns the answer SDP (the driver opens RTP there);
@@ -105,24 +104,6 @@ class Uas:
         self._clock: LoopTimers | None = None
         self._ending = False
         self._directives: dict[bytes | None, Directive] = {None: Directive()}
-
-    async def start(self) -> None:
-        self._clock = LoopTimers(asyncio.get_running_loop())
-        self._endpoint = await open_endpoint(self.local, self._on_datagram, self.destinations)
-
-    def close(self) -> None:
-        if self._clock is not None:
-            self._clock.close()
-        if self._endpoint is not None:
-            self._endpoint.close()
-        self._endpoint = None
-
-    async def __aenter__(self) -> Uas:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def active(self) -> int:
