@@ -23,14 +23,12 @@ repeat and the load average before and after each. The machine is shared: number
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from legacy_burst_timer import LegacyBurstTimer  # noqa: E402
 
+from rig.atomic import write_json_atomic  # noqa: E402
 from rig.clock import SystemClock  # noqa: E402
 from rig.load.burstio import Mmsg, TimestampSink  # noqa: E402
 from rig.load.bursts import BurstResult, Deadline, plan_burst, summarize  # noqa: E402
@@ -251,13 +250,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(data, f, indent=2, allow_nan=True)
-    os.replace(f.name, path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     todo = configs(args)
@@ -286,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       for r in repeats)
     print(f"load average (1 min) per repeat: {loads} on {os.cpu_count()} cpus; "
           f"senders SCHED_FIFO: {'yes' if realtime else 'no'} (shared machine: noisy)")
-    write_json_atomically(args.out, report)
+    write_json_atomic(args.out, report)
     print(f"saved: {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
     return 0
 

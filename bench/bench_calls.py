@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_rtp import process_cpu  # noqa: E402  (this script's folder is on the path)
 
+from rig.atomic import write_json_atomic  # noqa: E402
 from rig.load.calls import Uas  # noqa: E402
 from rig.load.driver import CallPlan, LoadDriver, Targets  # noqa: E402
 from rig.load.histogram import Histogram  # noqa: E402
@@ -306,10 +307,7 @@ def save(rows: list[Measurement], summary: dict[str, Any], args: argparse.Namesp
                   "cpu_us_per_call": round(r.cpu_us_per_call, 1)} for r in rows],
         **summary,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    temporary = OUT.with_suffix(".tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    temporary.replace(OUT)
+    write_json_atomic(OUT, document)
 
 
 def main() -> int:

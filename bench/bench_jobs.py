@@ -24,6 +24,10 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rig.atomic import write_json_atomic  # noqa: E402
+
 OUT = ROOT / "results" / "bench" / "jobs.json"
 MATRIX = ["matrix", str(ROOT / "scenarios" / "pin-race.yaml"),
           "--patch", str(ROOT / "scenarios" / "patches" / "relay-reserve-slot-first.patch"),
@@ -107,10 +111,7 @@ def main() -> int:
                     "load_after": os.getloadavg()},
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.out.with_suffix(".tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    temporary.replace(args.out)
+    write_json_atomic(args.out, document)
     print(f"saved {args.out}; load before {load_before}, after {os.getloadavg()}")
     return 0
 

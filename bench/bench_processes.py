@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import resource
@@ -32,6 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rig.atomic import write_json_atomic  # noqa: E402
 from rig.load.driver import CallPlan, LoadDriver, Targets  # noqa: E402
 from rig.load.processes import ProcessDriver  # noqa: E402
 from rig.load.shares import shares, usable_cpus  # noqa: E402
@@ -156,10 +156,7 @@ def save(rows: list[Measurement], summary: dict[str, Any], args: argparse.Namesp
                   "cpu_us_per_call": round(r.cpu_us_per_call, 1)} for r in rows],
         **summary,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    temporary = OUT.with_suffix(".tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    temporary.replace(OUT)
+    write_json_atomic(OUT, document)
 
 
 def main() -> int:

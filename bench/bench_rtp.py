@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import platform
@@ -42,6 +41,7 @@ from typing import IO
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rig.atomic import write_json_atomic  # noqa: E402
 from rig.load.burstio import Mmsg  # noqa: E402
 from rig.load.media import MediaEngine  # noqa: E402
 from rig.load.mediacontrol import NgMediaControl  # noqa: E402
@@ -395,13 +395,6 @@ def _dash(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(data, f, indent=2)
-    os.replace(f.name, path)
-
-
 def uptime() -> str:
     try:
         done = subprocess.run(["uptime"], capture_output=True, text=True, check=False)
@@ -447,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"uptime before: {uptime_before}")
     print(f"uptime after:  {report['machine']['uptime_after']}")
     print(f"on {os.cpu_count()} cpus, a shared machine: the numbers are noisy")
-    write_json_atomically(args.out, report)
+    write_json_atomic(args.out, report)
     print(f"saved: {args.out}")
     return 0
 
