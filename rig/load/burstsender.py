@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -274,6 +275,10 @@ def _reply(helper: _Helper, give_up: float, index: int) -> tuple[list[float], in
 
 
 def main(argv: Sequence[str]) -> int:
+    # A Ctrl-C at the terminal reaches the whole process group. The driver stops this
+    # sender by closing its control socket (EOF ends serve), so the sender leaves the
+    # signal to it instead of dying mid-recv with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=int(argv[0]))
     try:
         serve(control, realtime=len(argv) < 2 or argv[1] == "realtime")

@@ -3,6 +3,7 @@ clock; and the sender processes on loopback (a timestamping sink, streams from M
 
 import math
 import random
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -311,3 +312,24 @@ def test_closed_sender_refuses_to_fire_and_bad_counts_are_rejected() -> None:
         sender.fire(plan_burst(0, Deadline(0, 0), []), [])
     with pytest.raises(ValueError, match="1..64"):
         BurstSender(0)
+
+
+@pytest.mark.e2e
+def test_a_terminal_ctrl_c_leaves_the_sender_to_its_driver() -> None:
+    """Ctrl-C reaches the whole process group: the sender neither dies mid-recv with a
+    traceback nor stops firing; the driver's close (EOF) ends it."""
+    with TimestampSink(HOST) as sink, BurstSender(1, realtime=False) as sender:
+        helper = sender._helpers[0]
+        helper.process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        assert helper.process.poll() is None
+        socks = bound_sockets(2)
+        try:
+            plan = plan_burst(1, Deadline.at(time.monotonic() + 0.05, SystemClock()),
+                              [sink.address] * 2)
+            sender.fire(plan, [Packet(s, b"after ^C") for s in socks])
+            assert len(sink.collect(2, 1.0)) == 2
+        finally:
+            for sock in socks:
+                sock.close()
+    assert helper.process.wait(5) == 0
