@@ -20,8 +20,10 @@ RayDriver is entered.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +47,7 @@ POLL_S = 0.1
 ANSWER_TIMEOUT_S = 5.0  # an actor that does not answer a poll within this is lost
 REPORT_GRACE_S = 20.0
 CLOCK_EXCHANGES = 5
+CONNECT_TIMEOUT_S = 5.0  # a cluster's GCS port answers a TCP connect within this
 
 
 # ---- the actor (runs on a generator node) --------------------------------------------------
@@ -360,6 +363,37 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().split("\n")[0][:300]
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a `host:port` GCS address; None for ray://, `auto` and the like."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _loopback_host(address: str) -> bool:
+    """A GCS on a loopback address: Ray would otherwise swap 127.0.0.1 for the machine's
+    own address and look for the cluster there."""
+    found = _host_port(address)
+    try:
+        return found is not None and ipaddress.ip_address(found[0]).is_loopback
+    except ValueError:
+        return found is not None and found[0] == "localhost"
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in one line when nothing listens at a host:port address (ray.init would retry
+    for minutes, and its own signal handler is in place meanwhile)."""
+    found = _host_port(address)
+    if found is None:
+        return
+    try:
+        socket.create_connection(found, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InfraError(f"--cluster {address}: no Ray cluster answers there "
+                         f"({exc.strerror or exc})") from exc
+
+
 def _start_ray(address: str, slots: int) -> tuple[Any, str | None]:
     """ray.init (below), then the SIGTERM handler back: Ray's core installs its own, which
     prints a stack and kills the process with nothing stopped."""
@@ -378,8 +412,10 @@ def _init_ray(address: str, slots: int) -> tuple[Any, str | None]:
 
     if not address.strip():
         raise UsageError("--cluster needs an address (host:port, ray://..., or local)")
-    if address == LOCAL:
+    if address == LOCAL or _loopback_host(address):
         os.environ[LOOPBACK_ONLY_ENV] = "0"  # before the first `import ray`
+    if address != LOCAL:
+        _check_reachable(address)
     ray = import_ray_or_fail()
     if address != LOCAL:
         try:

@@ -194,3 +194,14 @@ def test_a_cluster_with_too_few_generator_slots_is_refused_in_one_line(
                                 cluster=made.address, progress=False,
                                 overrides=("load.processes=3",)))
     assert "\n" not in str(info.value)
+
+
+def test_an_address_where_no_cluster_answers_is_refused_in_one_line(tmp_path, scenario):
+    from rig.topology.loopback import block_host
+
+    host = block_host("250.9")  # this process's own block: nothing listens on its port 9
+    started = time.monotonic()
+    with pytest.raises(InfraError, match="no Ray cluster answers there") as info:
+        run_scenario(RunRequest(scenario_path=scenario, out=tmp_path / "run",
+                                cluster=f"{host}:9", progress=False))
+    assert "\n" not in str(info.value) and time.monotonic() - started < 30
