@@ -27,12 +27,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
 from rig.errors import InfraError, UsageError
-from rig.load.bursts import BurstResult
+from rig.load.bursts import BurstResult, Deadline
 from rig.load.clocksync import Exchange, Offset, best_offset, to_node_clock
 from rig.load.loadreport import LoadReport, merge_burst, merge_reports, merge_snapshots
 from rig.load.processes import GeneratorError
@@ -164,7 +164,8 @@ class RayDriver:
         self.temp: str | None = None
         self._ray: Any = None
         self._ended: set[str] = set()
-        self._bursts: dict[int, list[BurstResult]] = {}
+        self._bursts: dict[int, list[tuple[str, BurstResult]]] = {}
+        self._mono_to_wall = time.time() - time.monotonic()  # this process's clock pair
         self._with_bursts = sum(1 for s in self.shares if s.bursts is not None)
 
     # ---- what the runner reads -------------------------------------------------------
@@ -335,7 +336,8 @@ class RayDriver:
                 g.snapshot = snapshot
                 self._ended.update(ended)
                 for burst in bursts:
-                    self._burst(burst)
+                    self._burst(g.node_id, onto_coordinator(
+                        burst, g.offset.offset_s if g.offset else 0.0, self._mono_to_wall))
                 for kind, data in events:
                     self.on_event(kind, {**data, "process": g.share.index, "node_id": g.node_id})
                 ready, _ = ray.wait([final], timeout=0)
@@ -344,9 +346,9 @@ class RayDriver:
             done.append(g.report is not None)
         return done
 
-    def _burst(self, result: BurstResult) -> None:
+    def _burst(self, node_id: str, result: BurstResult) -> None:
         shares = self._bursts.setdefault(result.index, [])
-        shares.append(result)
+        shares.append((node_id, result))
         if len(shares) >= self._with_bursts:
             self._emit_burst(self._bursts.pop(result.index))
 
@@ -354,9 +356,27 @@ class RayDriver:
         for index in sorted(self._bursts):
             self._emit_burst(self._bursts.pop(index))
 
-    def _emit_burst(self, shares: list[BurstResult]) -> None:
-        merged = merge_burst(shares)
-        self.on_event("burst", {**merged.event(), "workers": self.workers or merged.streams})
+    def _emit_burst(self, shares: list[tuple[str, BurstResult]]) -> None:
+        """One `burst` event, its spread across nodes (on the coordinator's clock) and
+        per node (`nodes`: each node's own spread)."""
+        merged = merge_burst([r for _, r in shares])
+        nodes: dict[str, list[BurstResult]] = {}
+        for node_id, result in shares:
+            nodes.setdefault(node_id, []).append(result)
+        self.on_event("burst", {**merged.event(), "workers": self.workers or merged.streams,
+                                "nodes": {n: merge_burst(rs).event()["spread_us"]
+                                          for n, rs in nodes.items()}})
+
+
+def onto_coordinator(result: BurstResult, offset_s: float, mono_to_wall: float) -> BurstResult:
+    """A node's burst with its CLOCK_MONOTONIC times moved onto the coordinator's: through
+    the node's wall clock (the deadline's realtime twin), less the node's offset, then
+    back by the coordinator's own wall-minus-monotonic `mono_to_wall`. Monotonic clocks of
+    two hosts share no origin; their wall clocks do, up to the measured offset."""
+    d = result.deadline
+    shift = (d.realtime - d.monotonic) - offset_s - mono_to_wall
+    return replace(result, deadline=Deadline(d.monotonic + shift, d.realtime - offset_s),
+                   send_times=tuple(t + shift for t in result.send_times))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -109,6 +109,9 @@ def test_two_generator_nodes_run_one_load_with_one_summary(cluster, tmp_path, sc
     bursts = [e["data"] for e in events if e["kind"] == "burst"]
     assert [b["index"] for b in bursts] == [0, 1] and summary.bursts.count == 2
     assert max(b["streams"] for b in bursts) > 4  # calls of both nodes in one burst
+    assert all(set(b["nodes"]) == set(nodes) for b in bursts), bursts  # spread per node
+    # across nodes, on the coordinator's clock: one machine, one start instant
+    assert all(b["spread_us"] < 50_000 for b in bursts), bursts
 
 
 def test_sigterm_mid_run_kills_every_actor_and_frees_the_slots(

@@ -1,4 +1,5 @@
-"""How `--cluster` addresses are read before Ray is imported (no Ray needed here)."""
+"""The plain parts of rig/load/ray_driver.py: `--cluster` addresses, read before Ray is
+imported, and bursts moved onto the coordinator's clock (no Ray needed here)."""
 
 
 import pytest
@@ -32,3 +33,21 @@ def test_nothing_listening_is_one_line():
 
     with pytest.raises(InfraError, match="no Ray cluster answers there"):
         _check_reachable(f"{block_host('250.9')}:9")
+
+
+def test_a_node_burst_moves_onto_the_coordinator_clock():
+    import math
+
+    from rig.load.bursts import BurstResult, Deadline
+    from rig.load.ray_driver import onto_coordinator
+
+    # node: monotonic 50 is wall 1000.0, its wall clock 0.2 s ahead of the coordinator's;
+    # coordinator: wall = monotonic + 900
+    node = BurstResult(index=3, deadline=Deadline(50.0, 1000.0),
+                       send_times=(50.0001, 50.0004, math.nan))
+    moved = onto_coordinator(node, offset_s=0.2, mono_to_wall=900.0)
+    assert moved.deadline.realtime == pytest.approx(999.8)
+    assert moved.deadline.monotonic == pytest.approx(99.8)  # 999.8 - 900
+    assert moved.send_times[:2] == pytest.approx((99.8001, 99.8004))
+    assert math.isnan(moved.send_times[2])
+    assert moved.spread_us == pytest.approx(node.spread_us)
