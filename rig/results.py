@@ -140,6 +140,11 @@ def incomplete_summary(run_id: str) -> Summary:
     return Summary(run_id=run_id, verdict="incomplete")
 
 
+def error_summary(run_id: str, error: str) -> Summary:
+    """A run the infrastructure ended (a service that would not start): verdict error."""
+    return Summary(run_id=run_id, verdict="error", error=error)
+
+
 def new_run_id(scenario_name: str, now: float, suffix: str | None = None) -> str:
     """`20261122-031500-pin-race-ab12`: UTC time of `now`, scenario name, a random tag."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))

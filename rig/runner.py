@@ -236,13 +236,24 @@ class Run:
     # -- stages ---------------------------------------------------------------------------
 
     def execute(self) -> RunOutcome:
-        from rig.results import RunFolder, new_run_id
+        from rig.results import RunFolder, error_summary, new_run_id
 
         run_id = new_run_id(self.scenario.name, self.clock.wall())
         out = self.request.out or self.request.results_root / run_id
         folder = RunFolder.create(out.parent, out.name)
         recorder = Recorder(folder)
         record = self.record = RunRecord.for_this_process(run_id)
+        try:
+            window, load = self._run_stack(folder, recorder, record, run_id)
+        except InfraError as exc:  # the rig lived: the folder says why, not "incomplete"
+            folder.finish(error_summary(run_id, str(exc)))
+            raise
+        return self._conclude(folder, recorder, window, load, run_id)
+
+    def _run_stack(
+        self, folder: Any, recorder: Recorder, record: RunRecord, run_id: str
+    ) -> tuple[Any, dict[str, Any]]:
+        """Everything that runs between the run folder and the checks, stopped on exit."""
         with ExitStack() as stack:
             stack.callback(record.remove)
             tree = self._prepare_sources(stack, record)
@@ -266,7 +277,7 @@ class Run:
             window, load = self._drive_and_sample(services, endpoints, recorder, stack)
             services.close()
             self._note_exits(services, recorder)
-        return self._conclude(folder, recorder, window, load, run_id)
+        return window, load
 
     def _prepare_sources(self, stack: ExitStack, record: RunRecord) -> SourceTree:
         """The run's copy of the services' folders (and of the namespace's ruleset), with
