@@ -45,6 +45,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rig.atomic import write_json_atomic  # noqa: E402
 from rig.topology.netns import namespace_name  # noqa: E402
 
 OUT = ROOT / "results" / "bench"
@@ -367,9 +368,7 @@ def main(argv: list[str]) -> int:
 
 def save(name: str, payload: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    tmp = OUT / f".{name}.tmp"
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(OUT / name)
+    write_json_atomic(OUT / name, payload)
     print(f"saved: {OUT / name}")
 
 

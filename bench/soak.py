@@ -29,6 +29,10 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rig.atomic import atomic_open, write_json_atomic  # noqa: E402
+
 OUT = ROOT / "results" / "bench"
 SCENARIO = ROOT / "scenarios" / "pin-race.yaml"
 PATCH = ROOT / "scenarios" / "patches" / "relay-reserve-slot-first.patch"
@@ -161,15 +165,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def save(readings: list[Reading], payload: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    tmp = OUT / ".soak.csv.tmp"
-    with tmp.open("w", newline="") as f:
+    with atomic_open(OUT / "soak.csv", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([f.name for f in fields(Reading)])
         writer.writerows([list(asdict(r).values()) for r in readings])
-    tmp.replace(OUT / "soak.csv")
-    tmp = OUT / ".soak.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(OUT / "soak.json")
+    write_json_atomic(OUT / "soak.json", payload)
     print(f"saved: {OUT / 'soak.csv'}, {OUT / 'soak.json'}")
 
 
