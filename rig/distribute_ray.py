@@ -10,7 +10,11 @@ another host they must name the same files (a shared folder, docs/cluster.md).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import signal
+import socket
+import threading
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -27,29 +31,49 @@ from rig.distribute import (
     remove_tree,
     timed,
 )
-from rig.errors import InfraError
+from rig.errors import InfraError, UsageError
 
 # Ray swaps a node address of 127.0.0.1 for the machine's own unless it believes it runs
 # where clusters are unsupported; this switch (read when Ray is imported) keeps an embedded
 # Ray, its GCS, raylet and workers, on 127.0.0.1 alone.
 LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CONNECT_TIMEOUT_S = 5.0  # a cluster's GCS port answers a TCP connect within this
 
 
 def _task(run: RunFn, index: int, request: Any) -> Done:
     return timed(run, index, request, SystemClock())
 
 
-def start_ray(address: str, jobs: int | None) -> str | None:
-    """ray.init for `address`; returns the temporary folder of an embedded Ray (or None)."""
-    if address == LOCAL_CLUSTER:
-        os.environ[LOOPBACK_ONLY_ENV] = "0"  # before the first `import ray`
-    ray = import_ray_or_fail()
+def start_ray(address: str, *, num_cpus: int | None = None,
+              resources: dict[str, float] | None = None) -> str | None:
+    """ray.init for `address`; returns the temporary folder of an embedded Ray (`local`:
+    on 127.0.0.1, offering `num_cpus` and `resources`), None when joining a cluster.
 
+    Afterwards the caller's SIGTERM handler is put back: Ray's core installs its own, which
+    prints a stack and kills the process with nothing the rig started stopped."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        return _init_ray(address, num_cpus, resources)
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+
+
+def _init_ray(address: str, num_cpus: int | None,
+              resources: dict[str, float] | None) -> str | None:
+    if not address.strip():
+        raise UsageError("--cluster needs an address (host:port, ray://..., or local)")
+    if address == LOCAL_CLUSTER or loopback_address(address):
+        os.environ[LOOPBACK_ONLY_ENV] = "0"  # before the first `import ray`
+    if address != LOCAL_CLUSTER:
+        check_reachable(address)
+    ray = import_ray_or_fail()
     if address != LOCAL_CLUSTER:
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise InfraError(f"--cluster {address}: cannot join the Ray cluster: {exc}") from exc
+            raise InfraError(f"--cluster {address}: cannot join the Ray cluster: "
+                             f"{first_line(exc)}") from exc
         return None
     from ray._private import ray_constants
 
@@ -57,11 +81,47 @@ def start_ray(address: str, jobs: int | None) -> str | None:
     temp = private_temp_dir("rig-ray-")
     try:
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
-                 num_cpus=jobs or os.cpu_count() or 1, log_to_driver=False, _temp_dir=temp)
+                 num_cpus=num_cpus or os.cpu_count() or 1, resources=resources or {},
+                 log_to_driver=False, _temp_dir=temp)
     except BaseException:
         remove_tree(temp)
         raise
     return temp
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).strip().split("\n")[0][:300]
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a `host:port` GCS address; None for ray://, `auto` and the like."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def loopback_address(address: str) -> bool:
+    """A GCS on a loopback address: Ray would otherwise swap 127.0.0.1 for the machine's
+    own address and look for the cluster there."""
+    found = host_port(address)
+    try:
+        return found is not None and ipaddress.ip_address(found[0]).is_loopback
+    except ValueError:
+        return found is not None and found[0] == "localhost"
+
+
+def check_reachable(address: str) -> None:
+    """Fail in one line when nothing listens at a host:port address (ray.init would retry
+    for minutes)."""
+    found = host_port(address)
+    if found is None:
+        return
+    try:
+        socket.create_connection(found, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InfraError(f"--cluster {address}: no Ray cluster answers there "
+                         f"({exc.strerror or exc})") from exc
 
 
 class RayPool:
@@ -75,7 +135,7 @@ class RayPool:
         self.task: Any = None
 
     def __enter__(self) -> RayPool:
-        self.temp = start_ray(self.address, self.jobs)
+        self.temp = start_ray(self.address, num_cpus=self.jobs)
         import ray
 
         self.task = ray.remote(num_cpus=1, max_retries=0)(_task)

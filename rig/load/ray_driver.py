@@ -20,18 +20,15 @@ RayDriver is entered.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
-import signal
-import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
-from rig.errors import InfraError, UsageError
+from rig.distribute_ray import first_line, import_ray_or_fail, start_ray
+from rig.errors import InfraError
 from rig.load.bursts import BurstResult, Deadline
 from rig.load.clocksync import Exchange, Offset, best_offset, to_node_clock
 from rig.load.loadreport import LoadReport, merge_burst, merge_reports, merge_snapshots
@@ -39,7 +36,6 @@ from rig.load.processes import GeneratorError
 from rig.load.shares import GeneratorShare
 
 RESOURCE = "rig_generator"  # one unit on a node: one generator slot there
-LOCAL = "local"
 PLACEMENT_TIMEOUT_S = 30.0
 SETUP_TIMEOUT_S = 30.0
 START_MARGIN_S = 0.5  # the start instant is this far after the last actor said ready
@@ -47,7 +43,6 @@ POLL_S = 0.1
 ANSWER_TIMEOUT_S = 5.0  # an actor that does not answer a poll within this is lost
 REPORT_GRACE_S = 20.0
 CLOCK_EXCHANGES = 5
-CONNECT_TIMEOUT_S = 5.0  # a cluster's GCS port answers a TCP connect within this
 
 
 # ---- the actor (runs on a generator node) --------------------------------------------------
@@ -192,7 +187,8 @@ class RayDriver:
     def __enter__(self) -> RayDriver:
         try:
             began = time.monotonic()
-            self._ray, self.temp = _start_ray(self.address, len(self.shares))
+            self.temp = start_ray(self.address, resources={RESOURCE: len(self.shares)})
+            self._ray = import_ray_or_fail()
             joined = time.monotonic()
             self._place()
             placed = time.monotonic()
@@ -321,9 +317,9 @@ class RayDriver:
             raise GeneratorError(f"{g.name} did not answer `{what}` within {timeout:.0f} s "
                                  "(node lost?)") from exc
         except ray.exceptions.RayActorError as exc:
-            raise GeneratorError(f"{g.name} was lost: {_first_line(exc)}") from exc
+            raise GeneratorError(f"{g.name} was lost: {first_line(exc)}") from exc
         except ray.exceptions.RayTaskError as exc:
-            raise GeneratorError(f"{g.name}: {_first_line(exc.cause or exc)}") from exc
+            raise GeneratorError(f"{g.name}: {first_line(exc.cause or exc)}") from exc
 
     async def _poll(self, finals: list[Any]) -> list[bool]:
         """One round of polls; True for each generator whose report is in."""
@@ -377,84 +373,3 @@ def onto_coordinator(result: BurstResult, offset_s: float, mono_to_wall: float) 
     shift = (d.realtime - d.monotonic) - offset_s - mono_to_wall
     return replace(result, deadline=Deadline(d.monotonic + shift, d.realtime - offset_s),
                    send_times=tuple(t + shift for t in result.send_times))
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().split("\n")[0][:300]
-
-
-def _host_port(address: str) -> tuple[str, int] | None:
-    """(host, port) of a `host:port` GCS address; None for ray://, `auto` and the like."""
-    host, sep, port = address.rpartition(":")
-    if not sep or "://" in address or not port.isdigit():
-        return None
-    return host.strip("[]"), int(port)
-
-
-def _loopback_host(address: str) -> bool:
-    """A GCS on a loopback address: Ray would otherwise swap 127.0.0.1 for the machine's
-    own address and look for the cluster there."""
-    found = _host_port(address)
-    try:
-        return found is not None and ipaddress.ip_address(found[0]).is_loopback
-    except ValueError:
-        return found is not None and found[0] == "localhost"
-
-
-def _check_reachable(address: str) -> None:
-    """Fail in one line when nothing listens at a host:port address (ray.init would retry
-    for minutes, and its own signal handler is in place meanwhile)."""
-    found = _host_port(address)
-    if found is None:
-        return
-    try:
-        socket.create_connection(found, timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise InfraError(f"--cluster {address}: no Ray cluster answers there "
-                         f"({exc.strerror or exc})") from exc
-
-
-def _start_ray(address: str, slots: int) -> tuple[Any, str | None]:
-    """ray.init (below), then the SIGTERM handler back: Ray's core installs its own, which
-    prints a stack and kills the process with nothing stopped."""
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        return _init_ray(address, slots)
-    finally:
-        if handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, handler)
-
-
-def _init_ray(address: str, slots: int) -> tuple[Any, str | None]:
-    """ray.init for `address`, and the folder of an embedded Ray (None when joining);
-    `local` is an embedded Ray on 127.0.0.1 that offers `slots` generator slots."""
-    from rig.distribute_ray import LOOPBACK_ONLY_ENV, import_ray_or_fail
-
-    if not address.strip():
-        raise UsageError("--cluster needs an address (host:port, ray://..., or local)")
-    if address == LOCAL or _loopback_host(address):
-        os.environ[LOOPBACK_ONLY_ENV] = "0"  # before the first `import ray`
-    if address != LOCAL:
-        _check_reachable(address)
-    ray = import_ray_or_fail()
-    if address != LOCAL:
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise InfraError(f"--cluster {address}: cannot join the Ray cluster: "
-                             f"{_first_line(exc)}") from exc
-        return ray, None
-    from ray._private import ray_constants
-
-    from rig.distribute import private_temp_dir, remove_tree
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    temp = private_temp_dir("rig-ray-")
-    try:
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
-                 num_cpus=os.cpu_count() or 1, resources={RESOURCE: slots},
-                 log_to_driver=False, _temp_dir=temp)
-    except BaseException:
-        remove_tree(temp)
-        raise
-    return ray, temp

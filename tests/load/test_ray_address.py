@@ -4,8 +4,8 @@ imported, and bursts moved onto the coordinator's clock (no Ray needed here)."""
 
 import pytest
 
+from rig.distribute_ray import check_reachable, host_port, loopback_address
 from rig.errors import InfraError
-from rig.load.ray_driver import _check_reachable, _host_port, _loopback_host
 
 
 @pytest.mark.parametrize("address, expected", [
@@ -17,7 +17,7 @@ from rig.load.ray_driver import _check_reachable, _host_port, _loopback_host
     ("head:port", None),
 ])
 def test_host_and_port_of_a_gcs_address(address, expected):
-    assert _host_port(address) == expected
+    assert host_port(address) == expected
 
 
 @pytest.mark.parametrize("address, loopback", [
@@ -25,14 +25,14 @@ def test_host_and_port_of_a_gcs_address(address, expected):
     ("localhost:6379", True), ("10.0.0.2:6379", False), ("ray://127.0.0.1:10001", False),
 ])
 def test_loopback_addresses(address, loopback):
-    assert _loopback_host(address) is loopback
+    assert loopback_address(address) is loopback
 
 
 def test_nothing_listening_is_one_line():
     from rig.topology.loopback import block_host
 
     with pytest.raises(InfraError, match="no Ray cluster answers there"):
-        _check_reachable(f"{block_host('250.9')}:9")
+        check_reachable(f"{block_host('250.9')}:9")
 
 
 def test_a_node_burst_moves_onto_the_coordinator_clock():
