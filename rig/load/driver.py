@@ -206,9 +206,6 @@ class LoadDriver:
         self.own_uas = own_uas
         self.call_id_prefix = call_id_prefix
         self._rng = random.Random(seed)
-        # SDP session ids are drawn inside call tasks, whose order depends on timing: a
-        # stream of their own keeps the seeded outcome mix independent of it.
-        self._sdp_rng = random.Random(f"{seed}-sdp")
         self._seed = seed
         self._media = media
         self._engine: Any = None
@@ -552,7 +549,7 @@ class LoadDriver:
             port = self._engine.open_endpoint()
             ports.append(port)
         pt, ptime = (plan.payload_type, plan.ptime_ms) if plan else (0, 20)
-        return build_sdp(self.targets.host, port, self._sdp_rng.randrange(1 << 31), pt, ptime)
+        return build_sdp(self.targets.host, port, self._rng.randrange(1 << 31), pt, ptime)
 
     async def _start_media(
         self, call_id: str, ports: list[int], answer: str, burst: _Burst | None
