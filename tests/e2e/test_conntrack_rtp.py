@@ -12,11 +12,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from waiting import wait_for
 
 from rig.runner import RunOutcome, RunRequest, run_scenario
 from rig.summary import CheckEntry
@@ -77,13 +76,6 @@ def test_notrack_for_the_rtp_ports_keeps_the_count_at_baseline(tmp_path: Path):
     assert not netns.exists(outcome.summary.sut.netns)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    return None
 
 
 def live_namespace(runtime: Path) -> str | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from waiting import wait_for
 
 from rig.capture import socket_available
 from rig.pcapcalls import read_datagrams
@@ -30,13 +31,6 @@ def labelled_processes(run_dir_env: str) -> list[psutil.Process]:
     return found
 
 
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

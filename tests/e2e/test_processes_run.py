@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from waiting import wait_for
 
 from rig.capture import socket_available
 from rig.pcapcalls import read_datagrams
@@ -113,13 +114,6 @@ def generators(rig: psutil.Process) -> list[psutil.Process]:
     return found
 
 
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def start_rig(scenario: Path, out: Path, runtime: Path) -> subprocess.Popen[str]:
