@@ -671,15 +671,15 @@ class LoadDriver:
         await asyncio.sleep(max(0.0, at - lead - loop.time()))
         burst = _Burst([], loop.create_future(), asyncio.Event(), slots)
         spec = CallSpec(outcome="answered", hold=plan.hold)
-        for _ in range(slots):
-            self._start_call(media, spec, burst)
-        await _wait_event(burst.all_ready, at - FIRE_MARGIN - loop.time())
-        ports = list(burst.ports)
         try:
+            for _ in range(slots):
+                self._start_call(media, spec, burst)
+            await _wait_event(burst.all_ready, at - FIRE_MARGIN - loop.time())
+            ports = list(burst.ports)
             return await loop.run_in_executor(None, self._fire, sender, sink, index,
                                               max(at, loop.time() + FIRE_MARGIN), ports)
-        finally:
-            burst.fired.set_result(None)
+        finally:  # fired or not (cancelled while its calls were set up): none waits on
+            _resolve(burst.fired)
 
     def _fire(self, sender: BurstSender, sink: TimestampSink | None, index: int,
               at: float, ports: list[int]) -> BurstResult:
@@ -755,7 +755,8 @@ async def _wait_event(event: asyncio.Event, timeout: float) -> None:
     if timeout <= 0:
         return
     try:
-        await asyncio.wait_for(event.wait(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: see NgClient.request
+            await event.wait()
     except TimeoutError:
         pass
 

@@ -247,7 +247,8 @@ class HostileTraffic:
         chunks: list[bytes] = []
         reader = asyncio.ensure_future(_read_all(proc, chunks))
         try:
-            await asyncio.wait_for(proc.wait(), timeout=max(0.1, seconds))
+            async with asyncio.timeout(max(0.1, seconds)):  # not wait_for: NgClient.request
+                await proc.wait()
         except TimeoutError:
             counts.killed += 1
             await _kill(proc)
@@ -256,7 +257,8 @@ class HostileTraffic:
             raise
         finally:
             with contextlib.suppress(TimeoutError):  # the pipe ends with the tool's group
-                await asyncio.wait_for(reader, timeout=KILL_WAIT)
+                async with asyncio.timeout(KILL_WAIT):
+                    await reader
         if proc.returncode is not None:
             counts.exit_codes[proc.returncode] += 1
         counts.answers.update(answers_in(b"".join(chunks)))  # a killed run's too
@@ -292,5 +294,6 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(TimeoutError, ProcessLookupError):
-        await asyncio.wait_for(proc.wait(), timeout=KILL_WAIT)
+        async with asyncio.timeout(KILL_WAIT):
+            await proc.wait()
 

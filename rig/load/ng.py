@@ -90,7 +90,10 @@ class NgClient:
                     self.retransmissions += 1
                 self._transport.sendto(datagram)
                 try:
-                    return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+                    # not wait_for: on 3.11 it returns a reply that came with a
+                    # cancellation and drops the cancellation (the run then cannot stop)
+                    async with asyncio.timeout(self.timeout):
+                        return await asyncio.shield(future)
                 except TimeoutError:
                     continue
         finally:

@@ -312,7 +312,8 @@ class RayDriver:
         """An actor's answer, or GeneratorError naming its node (lost, or its call failed)."""
         ray = self._ray
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see NgClient.request
+                return await asyncio.wrap_future(ref.future())
         except TimeoutError as exc:
             raise GeneratorError(f"{g.name} did not answer `{what}` within {timeout:.0f} s "
                                  "(node lost?)") from exc

@@ -499,7 +499,9 @@ class _UacCall:
 
     def answered_done(self, task: asyncio.Future[None]) -> None:
         if self.phase != "answering":
-            return  # dropped meanwhile
+            if not task.cancelled():
+                task.exception()  # dropped meanwhile: what the hook met no longer matters
+            return
         if task.cancelled():
             self.drop()
             return

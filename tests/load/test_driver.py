@@ -579,3 +579,47 @@ def test_cancelling_the_run_leaves_no_call_behind() -> None:
     snapshot = driver.snapshot()
     assert snapshot["load.calls_active"] == 0
     assert snapshot["load.calls_failed"] > 5  # cut calls are counted, once
+
+
+def test_cancelled_while_a_burst_is_set_up_nothing_waits_for_it() -> None:
+    """Ctrl-C as asyncio.run delivers it: every task cancelled once, while a burst's calls
+    are being answered. Media control that finishes its answer anyway (as 3.11's wait_for
+    did when the reply came with the cancellation) must not leave the call waiting for a
+    burst that will never fire: every task ends."""
+
+    class AnswerDespiteCancel:
+        async def offer(self, call_id: str, from_tag: str, sdp: str) -> str:
+            return sdp
+
+        async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: str) -> str:
+            try:
+                await asyncio.sleep(0.2)
+            except asyncio.CancelledError:
+                pass  # the reply was there: returned, the cancellation lost
+            return sdp
+
+        async def delete(self, call_id: str, from_tag: str, to_tag: str | None = None) -> None:
+            pass
+
+    async def cancel_during_setup() -> set[asyncio.Task[Any]]:
+        bursts = BurstPlan(first_at=1.0, every=5.0, count=1, workers=2, streams_per_worker=2,
+                           hold=0.3)
+        driver = LoadDriver(plan(cps=0.0), bursts, targets(), Recorder(), timers=FAST,
+                            media=AnswerDespiteCancel())
+        before = asyncio.all_tasks()
+        run_task = asyncio.ensure_future(driver.run(3.0))
+        # the burst's calls are set up from first_at - 0.5 s; each answer takes 0.2 s
+        for _ in range(300):
+            others = asyncio.all_tasks() - before - {run_task}
+            if any("answered" in repr(t.get_coro()) for t in others):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("no answer under way within 3 s")
+        for task in others | {run_task}:
+            task.cancel()
+        _, pending = await asyncio.wait(others | {run_task}, timeout=5.0)
+        return pending
+
+    pending = run(cancel_during_setup())
+    assert not pending, f"still waiting: {[repr(t.get_coro()) for t in pending]}"

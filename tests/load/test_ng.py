@@ -206,6 +206,36 @@ def test_client_matches_concurrent_replies_by_cookie() -> None:
     assert [r["sdp"] for r in replies] == [f"s{i}" for i in range(20)]
 
 
+def test_a_cancel_that_comes_with_the_reply_still_cancels() -> None:
+    """The reply and a cancellation (Ctrl-C ends the run) in the same loop turn: the
+    request must end cancelled. asyncio.wait_for on 3.11 returned the reply instead, the
+    call went on waiting for a burst that was never going to fire, and the run hung."""
+
+    class Transport:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def sendto(self, data: bytes) -> None:
+            self.sent.append(data)
+
+    async def scenario() -> asyncio.Task[dict]:
+        from rig.load.ng import _NgProtocol
+
+        transport, protocol = Transport(), _NgProtocol()
+        client = NgClient(transport, protocol, timeout=5.0, retries=0)  # type: ignore[arg-type]
+        task = asyncio.ensure_future(client.request({"command": "ping"}))
+        while not transport.sent:
+            await asyncio.sleep(0)
+        cookie, _ = decode_ng(transport.sent[0])
+        protocol.datagram_received(encode_ng(cookie, {"result": "pong"}), None)
+        task.cancel()
+        await asyncio.wait({task})
+        return task
+
+    task = asyncio.run(scenario())
+    assert task.cancelled()
+
+
 def test_client_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="timeout"):
         asyncio.run(NgClient.open("127.0.0.1", 9, timeout=0))
