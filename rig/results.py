@@ -234,12 +234,24 @@ def burst_spread(event: Event) -> float | None:
 def burst_stats(events: Sequence[Event]) -> dict[str, Any]:
     """Count of burst events and the percentiles of their alignment spread."""
     bursts = [e for e in events if e.kind == "burst"]
-    spreads = [spread for e in bursts if (spread := burst_spread(e)) is not None]
+    return spread_stats(len(bursts), [s for e in bursts if (s := burst_spread(e)) is not None])
+
+
+def node_burst_stats(events: Sequence[Event], node_id: str) -> dict[str, Any]:
+    """One node's own bursts of a `--cluster` run: the burst events whose `nodes` name it,
+    and the percentiles of its spread there."""
+    mine = [e.data["nodes"] for e in events
+            if e.kind == "burst" and node_id in (e.data.get("nodes") or {})]
+    return spread_stats(len(mine), [float(n[node_id]) for n in mine if n[node_id] is not None])
+
+
+def spread_stats(count: int, spreads: Sequence[float]) -> dict[str, Any]:
+    """A BurstNumbers block: `count` bursts, the percentiles of the spreads measured."""
     if not spreads:
-        return {"count": len(bursts), "spread_p50_us": None, "spread_p99_us": None,
+        return {"count": count, "spread_p50_us": None, "spread_p99_us": None,
                 "spread_max_us": None}
     p50, p99 = np.percentile(spreads, [50, 99])
-    return {"count": len(bursts), "spread_p50_us": round(float(p50), 1),
+    return {"count": count, "spread_p50_us": round(float(p50), 1),
             "spread_p99_us": round(float(p99), 1), "spread_max_us": round(max(spreads), 1)}
 
 
@@ -271,9 +283,14 @@ def overall_verdict(
 
 
 def cluster_block(events: Sequence[Event]) -> ClusterRun | None:
-    """The nodes of a `--cluster` run, from its `cluster` event (None without one)."""
+    """The nodes of a `--cluster` run, from its `cluster` event, each with its own burst
+    spreads (None without one)."""
     found = next((e for e in events if e.kind == "cluster"), None)
-    return None if found is None else ClusterRun.model_validate(found.data)
+    if found is None:
+        return None
+    nodes = [{**node, "bursts": node_burst_stats(events, node["node_id"])}
+             for node in found.data.get("nodes") or []]
+    return ClusterRun.model_validate({**found.data, "nodes": nodes})
 
 
 def build_summary(

@@ -341,7 +341,7 @@ class Run:
 
     def _probes(self, services: Stack, endpoints: Endpoints, driver: Any) -> list[Probe]:
         """Each service's own probes, in start order, then the media relay's sessions
-        (whichever relay it is) and the load's counters."""
+        (whichever relay it is) and the load's counters (with a cluster, per node too)."""
         probes: list[Probe] = []
         for name in self.plan.services:
             probes += service(name).probes(self.plan.settings_of(name), self.site,
@@ -349,7 +349,8 @@ class Run:
         probes += self._kernel_probes(services)
         self.sessions_probe = MediaSessionsProbe(endpoints.host, endpoints.ng_port,
                                                  self._ended_call_ids(driver))
-        return [*probes, self.sessions_probe, LoadProbe(driver.snapshot)]
+        per_node = driver.node_snapshots if self.request.cluster is not None else None
+        return [*probes, self.sessions_probe, LoadProbe(driver.snapshot, per_node=per_node)]
 
     def _ended_call_ids(self, driver: Any) -> Callable[[], set[str]]:
         """Calls whose media session must be gone: the ones the driver saw end, and every

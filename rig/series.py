@@ -58,3 +58,18 @@ class Series:
             values = {k: v for k, v in row.items() if k != "t"}
             samples.append(Sample(t=row["t"], values=values))
         return cls(samples)
+
+
+def node_column(name: str, label: str) -> str:
+    """A counter of one node of a `--cluster` run: `load.calls_active@node1`."""
+    return f"{name}@{label}"
+
+
+def node_columns(per_node: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Each node's counters as columns of their own, counter by counter and, within one
+    counter, node by node (`load.calls_active@node1`, `load.calls_active@node2`, ...)."""
+    names: dict[str, None] = {}
+    for values in per_node.values():
+        names.update(dict.fromkeys(values))
+    return {node_column(name, label): values[name]
+            for name in names for label, values in per_node.items() if name in values}

@@ -14,7 +14,8 @@ one step at a time when read):
      unfinished run is a Summary with verdict `incomplete` and empty blocks. The field
      names of version 1 are unchanged. A check's `values` came later in version 2, with
      a default (empty), so files written before it read unchanged. `cluster` (the Ray
-     nodes of a `--cluster` run and their clock offsets) came later too, null by default.
+     nodes of a `--cluster` run and their clock offsets) came later too, null by default,
+     and later still each node's `label` and its own `bursts`, with defaults.
 """
 
 from __future__ import annotations
@@ -212,8 +213,12 @@ class ToolNumbers(_Closed):
 
 
 class ClusterNode(_Closed):
-    """A Ray node that ran generators, and its clock measured from the coordinator."""
+    """A Ray node that ran generators, its clock measured from the coordinator, and its own
+    burst spreads."""
 
+    label: str | None = Field(
+        default=None, description="`node1`, `node2`, ... in the generators' order: the "
+                                  "node's columns in series.csv (`load.calls_active@node1`)")
     node_id: str
     ip: str
     generators: list[int] = Field(default_factory=list)  # the shares' indexes
@@ -221,6 +226,10 @@ class ClusterNode(_Closed):
         default=None, description="how far the node's wall clock is ahead of the "
                                   "coordinator's (NTP-style, least-delay exchange)")
     delay_s: float | None = None  # that exchange's round trip: the offset's error bound
+    bursts: BurstNumbers = Field(
+        default_factory=BurstNumbers,
+        description="the bursts this node fired in and the spread of its own sends in them "
+                    "(the `burst` events' `nodes`); the top-level `bursts` is across nodes")
 
 
 class ClusterRun(_Closed):

@@ -172,6 +172,41 @@ def test_a_cluster_run_has_its_nodes_and_their_clock_offsets_and_a_plain_run_non
     assert again.cluster == summary.cluster
 
 
+def test_each_cluster_node_has_its_own_burst_spreads_beside_the_spread_across_nodes():
+    nodes = [{"label": "node1", "node_id": "aa11", "ip": "10.0.0.2", "generators": [0]},
+             {"label": "node2", "node_id": "bb22", "ip": "10.0.0.3", "generators": [1]},
+             {"label": "node3", "node_id": "cc33", "ip": "10.0.0.4", "generators": [2]}]
+    bursts = [Event(1.0, "burst", {"index": 0, "spread_us": 900.0,
+                                   "nodes": {"aa11": 100.0, "bb22": 40.0}}),
+              Event(2.0, "burst", {"index": 1, "spread_us": 700.0,
+                                   "nodes": {"aa11": 300.0, "bb22": None}}),
+              Event(3.0, "burst", {"index": 2, "spread_us": 800.0, "nodes": {"aa11": 200.0}})]
+    summary = make_summary(events=[Event(0.5, "cluster", {"address": "head:6379",
+                                                          "nodes": nodes}), *bursts])
+    assert summary.cluster is not None
+    one, two, three = summary.cluster.nodes
+    assert [n.label for n in summary.cluster.nodes] == ["node1", "node2", "node3"]
+    assert (one.bursts.count, one.bursts.spread_p50_us, one.bursts.spread_max_us) == (
+        3, 200.0, 300.0)
+    assert (two.bursts.count, two.bursts.spread_p50_us, two.bursts.spread_max_us) == (
+        2, 40.0, 40.0)  # in two bursts, one without a spread measured
+    assert three.bursts.count == 0 and three.bursts.spread_max_us is None
+    # the top-level block stays the spread across nodes
+    assert (summary.bursts.count, summary.bursts.spread_max_us) == (3, 900.0)
+    again = Summary.model_validate(json.loads(json.dumps(summary.to_json())))
+    assert again.cluster == summary.cluster
+
+
+def test_a_cluster_block_written_before_labels_and_node_bursts_reads_with_defaults():
+    old = {"address": "head:6379", "nodes": [{"node_id": "aa11", "ip": "10.0.0.2",
+                                               "generators": [0], "offset_s": 0.0,
+                                               "delay_s": 0.001}]}
+    summary = Summary.model_validate({"run_id": "r", "verdict": "pass", "cluster": old})
+    assert summary.cluster is not None
+    node = summary.cluster.nodes[0]
+    assert node.label is None and node.bursts.count == 0
+
+
 def test_one_failed_check_fails_the_run_and_no_check_is_no_pass():
     failed = [Verdict("relay_alive", False, 1, 0, "crashed")]
     assert make_summary(verdicts=failed).verdict == "fail"

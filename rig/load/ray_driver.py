@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
@@ -168,15 +168,22 @@ class RayDriver:
     def snapshot(self) -> dict[str, float]:
         return merge_snapshots(g.snapshot for g in self.generators)
 
+    def node_snapshots(self) -> dict[str, dict[str, float]]:
+        """Per node label (`node1`, ...): its generators' counters summed (series.csv's
+        `load.calls_active@node1` columns)."""
+        return snapshots_by_node([(g.node_id, g.snapshot) for g in self.generators])
+
     def ended_call_ids(self) -> set[str]:
         return set(self._ended)
 
     def nodes(self) -> list[dict[str, Any]]:
-        """Per node: its id, address, generators and clock offset (summary.json `cluster`)."""
+        """Per node: its label, id, address, generators and clock offset (summary.json
+        `cluster`)."""
+        labels = node_labels(g.node_id for g in self.generators)
         out: dict[str, dict[str, Any]] = {}
         for g in self.generators:
             node = out.setdefault(g.node_id, {
-                "node_id": g.node_id, "ip": g.ip, "generators": [],
+                "label": labels[g.node_id], "node_id": g.node_id, "ip": g.ip, "generators": [],
                 "offset_s": g.offset.offset_s if g.offset else None,
                 "delay_s": g.offset.delay_s if g.offset else None})
             node["generators"].append(g.share.index)
@@ -363,6 +370,24 @@ class RayDriver:
         self.on_event("burst", {**merged.event(), "workers": self.workers or merged.streams,
                                 "nodes": {n: merge_burst(rs).event()["spread_us"]
                                           for n, rs in nodes.items()}})
+
+
+def node_labels(node_ids: Iterable[str]) -> dict[str, str]:
+    """A short label per node id, `node1`, `node2`, ... in order of first appearance: the
+    generators' order, so a run's labels do not depend on when each node answered."""
+    labels: dict[str, str] = {}
+    for node_id in node_ids:
+        labels.setdefault(node_id, f"node{len(labels) + 1}")
+    return labels
+
+
+def snapshots_by_node(snapshots: Sequence[tuple[str, Mapping[str, float]]],
+                      ) -> dict[str, dict[str, float]]:
+    """(node id, one generator's counters) pairs as each node's counters summed, keyed by
+    the node's label (node_labels)."""
+    labels = node_labels(node_id for node_id, _ in snapshots)
+    return {label: merge_snapshots(s for n, s in snapshots if n == node_id)
+            for node_id, label in labels.items()}
 
 
 def onto_coordinator(result: BurstResult, offset_s: float, mono_to_wall: float) -> BurstResult:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rig.load.loadreport import merge_snapshots
 from rig.probes import ProbeError
+from rig.series import node_columns
 
 if TYPE_CHECKING:
     from rig.probes.ng import NgRequester
@@ -50,10 +52,16 @@ class MediaSessionsProbe:
 
 @dataclass
 class LoadProbe:
-    """The load driver's counters (calls, RTP) as samples beside the SUT's."""
+    """The load driver's counters (calls, RTP) as samples beside the SUT's. With `per_node`
+    (a `--cluster` run: counters per node label) each counter is also a column per node,
+    and the sums come from the same reading, so a row's nodes add up to its sum."""
 
-    snapshot: Callable[[], dict[str, float]]
+    snapshot: Callable[[], Mapping[str, float]]
     name: str = "load"
+    per_node: Callable[[], Mapping[str, Mapping[str, float]]] | None = None
 
     def read(self) -> dict[str, float]:
-        return dict(self.snapshot())
+        if self.per_node is None:
+            return dict(self.snapshot())
+        nodes = self.per_node()
+        return {**merge_snapshots(nodes.values()), **node_columns(nodes)}

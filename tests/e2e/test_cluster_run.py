@@ -1,7 +1,8 @@
 """`rig run --cluster` on a 3-node ray.cluster_utils.Cluster on 127.0.0.1: a head without
 generator slots and two nodes with one `rig_generator` each. A 2-generator run against the
-model relay places one generator actor on each node and merges both into one summary; a
-generator node killed mid-run makes the verdict error, naming that node; a cluster without
+model relay places one generator actor on each node and merges both into one summary, with
+each node's burst spreads and a series.csv column per node and load counter; a generator
+node killed mid-run makes the verdict error, naming that node; a cluster without
 generator slots is refused in one line."""
 
 import json
@@ -18,6 +19,7 @@ import pytest
 
 from rig.distribute_ray import LOOPBACK_ONLY_ENV
 from rig.errors import InfraError
+from rig.results import read_series
 from rig.runner import RunRequest, run_scenario
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -112,6 +114,27 @@ def test_two_generator_nodes_run_one_load_with_one_summary(cluster, tmp_path, sc
     assert all(set(b["nodes"]) == set(nodes) for b in bursts), bursts  # spread per node
     # across nodes, on the coordinator's clock: one machine, one start instant
     assert all(b["spread_us"] < 50_000 for b in bursts), bursts
+    assert summary.bursts.spread_max_us == max(b["spread_us"] for b in bursts)
+    # each node's own spreads: its entries in the burst events' `nodes`
+    assert [(n.label, n.generators) for n in summary.cluster.nodes] == [
+        ("node1", [0]), ("node2", [1])]  # labelled in the generators' order
+    for node in summary.cluster.nodes:
+        own = [b["nodes"][node.node_id] for b in bursts]
+        assert node.bursts.count == 2 and node.bursts.spread_max_us == max(own), (node, own)
+    # series.csv: each load counter per node beside its sum
+    labels = ["node1", "node2"]
+    series = read_series(tmp_path / "run")
+    load = [c for c in series.names() if c.startswith("load.") and "@" not in c]
+    assert "load.calls_completed" in load and "load.calls_active" in load
+    assert {f"{c}@{label}" for c in load for label in labels} <= set(series.names())
+    for sample in series.samples:  # one reading: a row's nodes add up to its sum
+        for c in load:
+            parts = [sample.values.get(f"{c}@{label}") for label in labels]
+            if c in sample.values and None not in parts:
+                assert sum(parts) == sample.values[c], (sample, c)
+    last = series.samples[-1].values
+    assert all(last[f"load.calls_completed@{label}"] > 10 for label in labels), last
+    assert "load.calls_completed@node1" in summary.counters
 
 
 def test_sigterm_mid_run_kills_every_actor_and_frees_the_slots(
