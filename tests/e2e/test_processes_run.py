@@ -94,6 +94,12 @@ def test_two_processes_give_the_summary_of_one_with_the_calls_of_both(tmp_path, 
     streams = [b["streams"] for b in bursts]
     assert all(n <= 12 for n in streams) and max(streams) > 6, streams
     assert runs[2]["bursts"]["count"] == 2
+    for n in (1, 2):  # per-node columns and the cluster block are for --cluster runs only
+        header = (tmp_path / f"p{n}" / "series.csv").read_text().splitlines()[0].split(",")
+        assert [c for c in header if c.startswith("load.")] == [
+            "load.calls_active", "load.calls_completed", "load.calls_failed",
+            "load.rtp_sent", "load.rtp_received"], header
+        assert runs[n]["cluster"] is None
     if socket_available():  # the capture has the second process's SIP too (its own ports)
         ports = {d.dst[1] for d in read_datagrams(tmp_path / "p2" / "capture.pcap")}
         assert {5060, 5080, 5102, 5103} <= ports
