@@ -313,15 +313,31 @@ def run_filter(endpoints: Any, proxy_port: int | None, sip_ports: Sequence[int] 
 
 
 def start_capture(settings: Any, folder: Path, bpf: str, on_process: Callable[[str, int], None],
-                  labels: dict[str, str]) -> CaptureProcess | NoCapture:
+                  labels: dict[str, str], iface: str = "lo") -> CaptureProcess | NoCapture:
     """Start the capture of a run (or not); the caller stops it after the stack."""
     if not settings.enabled:
         return NoCapture()
-    capture = CaptureProcess(folder, bpf, int(settings.max_mb * 1024 * 1024), env=labels)
+    capture = CaptureProcess(folder, bpf, int(settings.max_mb * 1024 * 1024), iface=iface,
+                             env=labels)
     proc = capture.start()
     if proc is not None:
         on_process("capture", proc.pid)
     return capture
+
+
+def interface_of(host: str) -> str:
+    """The interface that holds `host` (loopback addresses: lo). A run on an address beyond
+    loopback captures there what reaches the SUT from other hosts."""
+    import ipaddress
+
+    import psutil
+
+    if ipaddress.ip_address(host).is_loopback:
+        return "lo"
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.address.split("%")[0] == host for a in addresses):
+            return name
+    return "lo"
 
 
 def socket_available() -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig.capture import run_filter, start_capture
+from rig.capture import interface_of, run_filter, start_capture
 from rig.clock import Clock, SystemClock
 from rig.console import Progress
 from rig.errors import InfraError, UsageError
@@ -48,7 +48,13 @@ from rig.services import LogParser, Site, role_of, service, service_ports
 from rig.summary import Summary
 from rig.topology import Endpoints, Stack, backend_class
 from rig.topology.destinations import Destinations, parse_networks
-from rig.topology.runtime import RunRecord, held_kernel_table, process_labels, reserved_host
+from rig.topology.runtime import (
+    RunRecord,
+    held_host,
+    held_kernel_table,
+    process_labels,
+    reserved_host,
+)
 from rig.topology.source import apply_patches, check_sources, copy_file, copy_sources
 from rig.topology.watch import Death, Watch
 
@@ -259,14 +265,16 @@ class Run:
             tree = self._prepare_sources(stack, record)
             # before the capture and the services, so that both live in the namespace
             self._enter_namespace(stack, record, run_id, tree)
-            host = stack.enter_context(reserved_host(run_ports(self.processes)))
+            host = stack.enter_context(self._held_host())
             endpoints = Endpoints(host=host, relay_rtp_ports=self.ports.relay,
-                                  rig_rtp_ports=self.ports.rig)
+                                  rig_rtp_ports=self.ports.rig,
+                                  allowed=parse_networks(self.scenario.targets.allow))
             for table in self._kernel_tables():
                 stack.enter_context(held_kernel_table(table))
             bpf = run_filter(endpoints, self.plan.sip_port, self._generator_sip_ports())
             self.capture = start_capture(self.scenario.capture, folder.path, bpf,
-                                         record.add_process, process_labels(run_id))
+                                         record.add_process, process_labels(run_id),
+                                         iface=interface_of(host))
             stack.callback(self.capture.stop)  # after the stack stops: registered before it
             services = self._start_services(stack, record, folder, endpoints, tree)
             self.started_mono = self.clock.monotonic()
@@ -278,6 +286,13 @@ class Run:
             services.close()
             self._note_exits(services, recorder)
         return window, load
+
+    def _held_host(self) -> Any:
+        """The address the run's services and load bind on: `targets.host`, or a loopback
+        address of the run's own."""
+        ports = run_ports(self.processes)
+        host = self.scenario.targets.host
+        return reserved_host(ports) if host is None else held_host(host, ports)
 
     def _prepare_sources(self, stack: ExitStack, record: RunRecord) -> SourceTree:
         """The run's copy of the services' folders (and of the namespace's ruleset), with
@@ -348,7 +363,8 @@ class Run:
                                            services.services[name])
         probes += self._kernel_probes(services)
         self.sessions_probe = MediaSessionsProbe(endpoints.host, endpoints.ng_port,
-                                                 self._ended_call_ids(driver))
+                                                 self._ended_call_ids(driver),
+                                                 destinations=endpoints.guard())
         per_node = driver.node_snapshots if self.request.cluster is not None else None
         return [*probes, self.sessions_probe, LoadProbe(driver.snapshot, per_node=per_node)]
 
@@ -460,7 +476,7 @@ class Run:
         return LoadDriver(
             calls_plan(scenario, self.recording), burst_plan(scenario), targets,
             on_event=on_event, seed=scenario.seed,
-            destinations=Destinations(allowed=parse_networks(scenario.allow_destinations)))
+            destinations=Destinations(allowed=parse_networks(scenario.targets.allow)))
 
     def _on_load_event(self, recorder: Recorder) -> Callable[[str, dict], None]:
         return lambda kind, data: recorder.event(Event(self._now(), kind, data))

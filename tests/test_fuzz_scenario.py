@@ -13,7 +13,7 @@ from rig.scenario import load_scenario
 ROOT = Path(__file__).resolve().parents[1]
 PIN_RACE = (ROOT / "scenarios" / "pin-race.yaml").read_text()
 KEYS = ["name", "duration", "settle", "seed", "topology", "target", "services", "load",
-        "bursts", "probes", "projection", "capture", "checks", "allow_destinations",
+        "bursts", "probes", "projection", "capture", "checks", "targets",
         "relay", "kmod", "rtpengine", "kamailio", "media", "patches", "source", "port_range",
         "cps", "max_concurrent", "hold", "outcomes", "answered", "vanish", "rtp", "codec",
         "ptime", "workers", "every", "count", "calls_completed", "min_ratio", "relay_alive",

@@ -248,13 +248,38 @@ def test_bad_values_give_one_line_naming_key_and_allowed(tmp_path, override, exp
                     (override,)) == expected
 
 
-def test_allow_destinations_takes_addresses_and_networks_only(tmp_path):
+def test_targets_allow_takes_addresses_and_networks_only(tmp_path):
     path = write(tmp_path, MINIMAL)
-    allowed = load_scenario(path, ("allow_destinations=[192.0.2.10, 198.51.100.0/24]",))
-    assert allowed.allow_destinations == ("192.0.2.10", "198.51.100.0/24")
-    assert load_scenario(path).allow_destinations == ()
-    assert error_of(path, ("allow_destinations=[10.0.0.1, sut.example.com]",)) == (
-        "allow_destinations: 'sut.example.com' is not an IP address or network")
+    allowed = load_scenario(path, ("targets.allow=[192.0.2.10, 198.51.100.0/24]",))
+    assert allowed.targets.allow == ("192.0.2.10", "198.51.100.0/24")
+    assert load_scenario(path).targets.allow == ()
+    assert error_of(path, ("targets.allow=[10.0.0.1, sut.example.com]",)) == (
+        "targets.allow: 'sut.example.com' is not an IP address or network")
+
+
+def test_allow_destinations_is_the_old_name_of_targets_allow(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    assert load_scenario(path, ("allow_destinations=[192.0.2.10]",)).targets.allow == (
+        "192.0.2.10",)
+    assert error_of(path, ("allow_destinations=[192.0.2.10]", "targets.allow=[192.0.2.11]")
+                    ) == ("(top level): allow_destinations and targets.allow both given (allowed: "
+                          "targets.allow only; allow_destinations is its old name)")
+
+
+def test_targets_host_must_be_an_allowed_address(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    sut = load_scenario(path, ("targets.host=198.18.0.1", "targets.allow=[198.18.0.0/24]"))
+    assert sut.targets.host == "198.18.0.1"
+    assert load_scenario(path, ("targets.host=127.0.0.5",)).targets.host == "127.0.0.5"
+    assert error_of(path, ("targets.host=198.18.0.1",)) == (
+        "targets: host 198.18.0.1 is neither loopback nor in targets.allow (allowed: list "
+        "it, e.g. allow: [198.18.0.1])")
+    assert error_of(path, ("targets.host=sut.example.com",)) == (
+        "targets: host 'sut.example.com' is not an IP address (the rig does no DNS lookups)")
+    assert error_of(path, ("targets.host=198.18.0.1", "targets.allow=[198.18.0.1]",
+                           "netns={}")) == (
+        "(top level): targets.host 198.18.0.1 with netns: the run's namespace holds only loopback "
+        "(allowed: one of the two)")
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from rig.load.processes import GeneratorError
 from rig.load.shares import GeneratorShare
 
 RESOURCE = "rig_generator"  # one unit on a node: one generator slot there
+SUT_RESOURCE = "rig_sut"  # the node the SUT runs on, and so the coordinator
 PLACEMENT_TIMEOUT_S = 30.0
 SETUP_TIMEOUT_S = 30.0
 START_MARGIN_S = 0.5  # the start instant is this far after the last actor said ready
@@ -93,8 +94,13 @@ class GeneratorActor:
             self.is_ready.set()
             return await self.origin
 
+        targets = share.targets
+        if share.own_address:
+            import ray
+
+            targets = replace(targets, host=ray.util.get_node_ip_address())
         self.driver = LoadDriver(
-            share.calls, share.bursts, share.targets, on_event, seed=share.seed,
+            share.calls, share.bursts, targets, on_event, seed=share.seed,
             destinations=Destinations(allowed=parse_networks(list(share.allow))),
             call_id_prefix=share.call_id_prefix)
         self.task = asyncio.ensure_future(self.driver.run(duration, ready=ready))
@@ -197,6 +203,7 @@ class RayDriver:
             self.temp = start_ray(self.address, resources={RESOURCE: len(self.shares)})
             self._ray = import_ray_or_fail()
             joined = time.monotonic()
+            self._check_sut_node()
             self._place()
             placed = time.monotonic()
             self._measure_clocks()
@@ -211,6 +218,18 @@ class RayDriver:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+    def _check_sut_node(self) -> None:
+        """The coordinator starts the SUT and reads its probes where it runs: on the node
+        that offers `rig_sut`, when one does."""
+        ray = self._ray
+        sut = [n["NodeManagerAddress"] for n in ray.nodes()
+               if n.get("Alive") and n["Resources"].get(SUT_RESOURCE)]
+        if sut and not set(sut) & local_addresses():
+            where = ", ".join(sut)
+            raise InfraError(f"--cluster {self.address}: the SUT runs where `rig run` runs, "
+                             f"and this host is not the node that offers {SUT_RESOURCE} "
+                             f"({where}): run the rig there")
 
     def _place(self) -> None:
         ray = self._ray
@@ -388,6 +407,14 @@ def snapshots_by_node(snapshots: Sequence[tuple[str, Mapping[str, float]]],
     labels = node_labels(node_id for node_id, _ in snapshots)
     return {label: merge_snapshots(s for n, s in snapshots if n == node_id)
             for node_id, label in labels.items()}
+
+
+def local_addresses() -> set[str]:
+    """This host's IP addresses (by its interfaces: a Ray node is known by its address)."""
+    import psutil
+
+    return {a.address.split("%")[0] for addresses in psutil.net_if_addrs().values()
+            for a in addresses}
 
 
 def onto_coordinator(result: BurstResult, offset_s: float, mono_to_wall: float) -> BurstResult:

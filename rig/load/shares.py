@@ -31,7 +31,10 @@ class GeneratorShare:
     targets: Targets
     seed: int
     call_id_prefix: str
-    allow: tuple[str, ...] = ()  # destinations beyond loopback (scenario allow_destinations)
+    allow: tuple[str, ...] = ()  # destinations beyond loopback (scenario targets.allow)
+    # a SUT beyond loopback (targets.host): a generator on another host binds on its own
+    # address there instead of the SUT's
+    own_address: bool = False
 
 
 def auto_processes(cpus: int, sut_cores: int) -> int:
@@ -87,7 +90,8 @@ def burst_share(bursts: BurstPlan | None, slots: int, processes: int) -> BurstPl
 
 
 def shares(calls: CallPlan, bursts: BurstPlan | None, targets: Targets, seed: int,
-           processes: int, allow: Sequence[str] = ()) -> list[GeneratorShare]:
+           processes: int, allow: Sequence[str] = (), own_address: bool = False
+           ) -> list[GeneratorShare]:
     """The shares of `processes` generator processes; they never collide on a port or a
     Call-ID, and together they place `calls.cps` calls a second, at most
     `calls.max_concurrent` at once, and every burst's calls."""
@@ -107,5 +111,6 @@ def shares(calls: CallPlan, bursts: BurstPlan | None, targets: Targets, seed: in
             calls=replace(calls, cps=calls.cps / processes, max_concurrent=caps[k]),
             bursts=burst_share(bursts, slots[k], processes),
             targets=replace(targets, uac_port=uac, uas_port=uas, rtp_ports=rtp[k]),
-            seed=seed + k * SEED_STRIDE, call_id_prefix=f"p{k}-", allow=tuple(allow)))
+            seed=seed + k * SEED_STRIDE, call_id_prefix=f"p{k}-", allow=tuple(allow),
+            own_address=own_address))
     return out

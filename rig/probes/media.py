@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rig.load.loadreport import merge_snapshots
 from rig.probes import ProbeError
 from rig.series import node_columns
+from rig.topology.destinations import Destinations
 
 if TYPE_CHECKING:
     from rig.probes.ng import NgRequester
@@ -35,11 +36,13 @@ class MediaSessionsProbe:
     name: str = "media"
     orphan_ids: set[str] | None = None
     _ng: NgRequester | None = field(default=None, init=False, repr=False)
+    destinations: Destinations = field(default_factory=Destinations)  # loopback only
 
     def read(self) -> dict[str, float]:
         from rig.probes.ng import NgRequester
 
-        self._ng = self._ng or NgRequester(self.host, self.port, self.timeout)
+        self._ng = self._ng or NgRequester(self.host, self.port, self.timeout,
+                                            self.destinations)
         try:
             reply = self._ng.request({"command": "list", "limit": NG_LIST_LIMIT})
         except Exception as exc:

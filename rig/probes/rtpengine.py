@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rig.probes import ProbeError
+from rig.topology.destinations import Destinations
 
 if TYPE_CHECKING:
     from rig.probes.ng import NgRequester
@@ -208,11 +209,13 @@ class RtpengineNgProbe:
     timeout: float = 0.5
     name: str = "rtpengine"
     _ng: NgRequester | None = field(default=None, init=False, repr=False)
+    destinations: Destinations = field(default_factory=Destinations)  # loopback only
 
     def read(self) -> dict[str, float]:
         from rig.probes.ng import NgRequester  # imported late, like every NG user
 
-        self._ng = self._ng or NgRequester(self.host, self.port, self.timeout)
+        self._ng = self._ng or NgRequester(self.host, self.port, self.timeout,
+                                            self.destinations)
         try:
             reply = self._ng.request({"command": "statistics"})
         except Exception as exc:

@@ -20,7 +20,7 @@ from pydantic import Field
 from rig.probes import Probe
 from rig.services import OwnBuildSettings, Peak, Site
 from rig.topology import Endpoints, RunningService, ServiceSpec
-from rig.topology.destinations import LOOPBACK_ONLY
+from rig.topology.destinations import Destinations
 from rig.topology.wait import NotReady
 
 MemoryManager = Literal["qm", "fm", "tlsf"]
@@ -49,9 +49,10 @@ class SipOptionsAnswered:
     host: str
     port: int
     timeout: float = 0.3
+    destinations: Destinations = field(default_factory=Destinations)  # loopback only
 
     def check(self) -> None:
-        LOOPBACK_ONLY.check(self.host, self.port, "Kamailio's readiness OPTIONS")
+        self.destinations.check(self.host, self.port, "Kamailio's readiness OPTIONS")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(self.timeout)
             sock.bind((self.host, 0))
@@ -122,7 +123,7 @@ def kamailio_spec(config: Path, run_dir: Path, endpoints: Endpoints,
         name="kamailio",
         argv=[settings.executable("kamailio"), "-f", str(config),
               *kamailio_options(run_dir, endpoints, settings)],
-        ready=SipOptionsAnswered(endpoints.host, SIP_PORT),
+        ready=SipOptionsAnswered(endpoints.host, SIP_PORT, destinations=endpoints.guard()),
     )
 
 

@@ -84,7 +84,7 @@ class Relay:
                 "--table", str(endpoints.table),
                 "--timeout", f"{settings.timeout:g}",
             ],
-            ready=NgPing(endpoints.host, endpoints.ng_port),
+            ready=NgPing(endpoints.host, endpoints.ng_port, endpoints.guard()),
         )
 
     def container_spec(self, settings: Any, site: Site, image: str) -> ServiceSpec:
@@ -97,7 +97,8 @@ class Relay:
         from rig.probes.relay import RelayStatsProbe
 
         endpoints = site.endpoints
-        return [RelayStatsProbe(endpoints.host, endpoints.ng_port),
+        return [RelayStatsProbe(endpoints.host, endpoints.ng_port,
+                                destinations=endpoints.guard()),
                 ProcessProbe(running.pid, "relay")]
 
 

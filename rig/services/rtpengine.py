@@ -116,7 +116,7 @@ class Rtpengine:
         return ServiceSpec(
             name="rtpengine",
             argv=[settings.executable("rtpengine"), *rtpengine_options(settings, site)],
-            ready=NgPing(site.endpoints.host, site.endpoints.ng_port),
+            ready=NgPing(site.endpoints.host, site.endpoints.ng_port, site.endpoints.guard()),
         )
 
     def container_spec(self, settings: Any, site: Site, image: str) -> ServiceSpec:
@@ -133,7 +133,8 @@ class Rtpengine:
 
         # NG statistics (bufferpools from mr26.1 on), and the shard estimate from the
         # daemon's memory map for the versions that do not report them
-        probes: list[Probe] = [RtpengineNgProbe(site.endpoints.host, site.endpoints.ng_port),
+        probes: list[Probe] = [RtpengineNgProbe(site.endpoints.host, site.endpoints.ng_port,
+                                                destinations=site.endpoints.guard()),
                                ProcessProbe(running.pid, "rtpengine"),
                                MapsShardProbe(running.pid)]
         if settings.table >= 0:

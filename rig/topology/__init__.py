@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rig.errors import UsageError
+from rig.topology.destinations import Destinations, IPNetwork
 from rig.topology.suite import DEFAULT_SUITE
 from rig.topology.wait import WaitStrategy
 
@@ -27,6 +28,12 @@ class Endpoints:
     uas_port: int = 5080
     rig_rtp_ports: tuple[int, int] = (40000, 49999)
     table: int = 0
+    allowed: tuple[IPNetwork, ...] = ()  # targets.allow: a `host` beyond loopback is in it
+
+    def guard(self) -> Destinations:
+        """The destination guard for the rig's own requests to these services (probes,
+        readiness checks)."""
+        return Destinations(allowed=self.allowed)
 
 
 @dataclass(frozen=True)

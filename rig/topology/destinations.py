@@ -3,7 +3,7 @@
 Allowed: loopback (127.0.0.0/8, ::1), which holds the rig's own services too (they run as
 local processes, as containers on the host network or in the run's own network namespace,
 and listen on the loopback address the run holds), and the networks the user allowed by
-name (the scenario's `allow_destinations`). Everything else, host names included (the rig
+name (the scenario's `targets.allow`). Everything else, host names included (the rig
 does no DNS lookups), is refused with the address and where it came from, before any
 packet goes there. Pure: no sockets.
 """
@@ -22,7 +22,7 @@ LOOPBACK: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
     ipaddress.ip_network("::1/128"),
 )
-ALLOW_KEY = "allow_destinations"
+ALLOW_KEY = "targets.allow"
 
 
 class UnsafeDestination(UnsafeTargetError, ValueError):

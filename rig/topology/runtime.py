@@ -75,6 +75,40 @@ def reserved_host(probe_ports: list[int], rng: random.Random | None = None) -> I
 
 
 @contextmanager
+def held_host(host: str, probe_ports: list[int]) -> Iterator[str]:
+    """Hold `host`, an address of this machine the scenario named (`targets.host`), for the
+    duration of a run: the same lock as a reserved loopback address, so a second run on it
+    at once is refused in one line instead of colliding on its ports."""
+    if not _is_local(host):
+        raise InfraError(f"targets.host {host} is not an address of this machine (allowed: "
+                         "an address on one of its interfaces, `ip -br addr` lists them)")
+    hosts = runtime_dir() / "hosts"
+    with open(hosts / f"{host}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InfraError(f"targets.host {host}: another run on this machine holds it "
+                             "(allowed: one run per address at a time)") from None
+        if not _ports_free(host, probe_ports):
+            raise InfraError(f"targets.host {host}: ports the run needs are taken there "
+                             f"({', '.join(map(str, probe_ports[:8]))}...)")
+        try:
+            yield host
+        finally:
+            (hosts / f"{host}.lock").unlink(missing_ok=True)
+
+
+def _is_local(host: str) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                       socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError:
+            return False
+    return True
+
+
+@contextmanager
 def held_kernel_table(table: int) -> Iterator[int]:
     """Hold kernel forwarding table `table` (/proc/rtpengine/<table>) for a run: the module's
     tables are one set per machine, so two runs at once (`--jobs`) must not share one. The

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from rig.topology.destinations import Destinations
 
 
 class NotReady(Exception):
@@ -45,12 +47,14 @@ class UnixSocketAccepts:
 class NgPing:
     host: str
     port: int
+    destinations: Destinations = field(default_factory=Destinations)  # loopback only
 
     def check(self) -> None:
         from rig.probes.ng import ng_request  # imported late: only runs that start a relay need it
 
         try:
-            reply = ng_request(self.host, self.port, {"command": "ping"}, timeout=0.3)
+            reply = ng_request(self.host, self.port, {"command": "ping"}, timeout=0.3,
+                                destinations=self.destinations)
         except Exception as exc:  # any failure means "not yet"
             raise NotReady(str(exc)) from exc
         if reply.get("result") != "pong":

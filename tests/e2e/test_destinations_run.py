@@ -33,7 +33,7 @@ def test_a_relay_answer_naming_a_foreign_address_stops_the_run(
     assert done.returncode == 2, done.stderr
     assert re.fullmatch(
         r"rig: error: refusing to send to 203\.0\.113\.7:\d+ \(SDP c=/m= from the relay's "
-        r"answer\): not loopback, not the rig's own and not in allow_destinations",
+        r"answer\): not loopback, not the rig's own and not in targets.allow",
         done.stderr.strip().splitlines()[-1]), done.stderr
     assert "Traceback" not in done.stderr
     assert '"verdict": "incomplete"' in (tmp_path / "run" / "summary.json").read_text()

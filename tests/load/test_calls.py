@@ -399,7 +399,7 @@ def test_the_uas_reports_a_bye_hop_the_guard_refused() -> None:
     run(main())
     assert [str(r) for r in refused][:1] == [
         "refusing to send to 192.0.2.44:5060 (SIP Record-Route of the INVITE): not loopback, "
-        "not the rig's own and not in allow_destinations"]
+        "not the rig's own and not in targets.allow"]
 
 
 def test_end_calls_cuts_long_holds_short() -> None:

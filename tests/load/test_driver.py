@@ -371,7 +371,7 @@ def test_a_foreign_media_address_from_the_relay_stops_the_run_before_any_rtp(
     offer_host, answer_host = (HOST, FOREIGN) if foreign_side == "answer" else (FOREIGN, HOST)
     refused, recorder, driver, seconds = drive_against_hostile_relay(offer_host, answer_host)
     assert str(refused) == (f"refusing to send to {FOREIGN}:40000 ({origin}): not loopback, "
-                            "not the rig's own and not in allow_destinations")
+                            "not the rig's own and not in targets.allow")
     assert driver.snapshot()["load.rtp_sent"] == 0  # checked before the first packet
     assert seconds < 5.0  # stopped at the first answer, not after the 10 s of load
     refusals = [data for kind, data in recorder.events if kind == "unsafe_destination"]

@@ -24,7 +24,7 @@ def test_anything_else_is_refused_with_the_address_and_its_origin(host: str) -> 
         Destinations().check(host, 40000, "SDP c=/m= from the relay's answer")
     assert str(caught.value) == (
         f"refusing to send to {host}:40000 (SDP c=/m= from the relay's answer): not loopback, "
-        "not the rig's own and not in allow_destinations"
+        "not the rig's own and not in targets.allow"
     )
     assert isinstance(caught.value, UsageError) and caught.value.exit_code == 2
 

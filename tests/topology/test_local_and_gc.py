@@ -10,7 +10,13 @@ import pytest
 from rig.errors import InfraError
 from rig.topology import Endpoints, ServiceSpec
 from rig.topology.local import LocalBackend
-from rig.topology.runtime import RunRecord, collect_garbage, process_labels, reserved_host
+from rig.topology.runtime import (
+    RunRecord,
+    collect_garbage,
+    held_host,
+    process_labels,
+    reserved_host,
+)
 from rig.topology.wait import UnixSocketAccepts
 
 SERVE_UNIX = (
@@ -32,6 +38,19 @@ def test_reserved_host_is_loopback_and_exclusive(runtime: Path):
         assert first.startswith("127.") and first != "127.0.0.1"
         with reserved_host([2223]) as second:
             assert second != first
+
+
+def test_a_named_host_is_held_once_and_must_be_on_this_machine(runtime: Path):
+    with held_host("127.0.0.77", [2223]) as host:
+        assert host == "127.0.0.77"
+        with pytest.raises(InfraError, match=r"^targets.host 127.0.0.77: another run on this "
+                                             r"machine holds it"), held_host("127.0.0.77", [2223]):
+            pass
+    with held_host("127.0.0.77", [2223]):  # released at the end of the first run
+        pass
+    with pytest.raises(InfraError, match=r"^targets.host 192.0.2.44 is not an address of this "
+                                         r"machine"), held_host("192.0.2.44", [2223]):
+        pass
 
 
 def test_service_starts_waits_and_stops(runtime: Path):
