@@ -24,6 +24,8 @@ BENCHES = [
     ("pin race: phantom shard rate, stock vs fixes", ["sut_race.py"]),
     ("flaky-aware bisect vs repeat-k and git-bayesect", ["bench_bisect.py"]),
     ("a 2x2 matrix serial, --jobs 2 and on an embedded Ray", ["bench_jobs.py"]),
+    ("calls/s and RTP pps from 1 and 2 generator hosts (namespaces)",
+     ["bench_cluster_hosts.py", "--cps", "300", "--hold", "1"]),
     ("SIGKILL of rig run at random moments, then rig gc: what is left", ["chaos.py"]),
 ]
 
