@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RAY_PORT = 6379
-# a head on an address beyond loopback turns Ray's token authentication on; its nodes and
-# drivers must then send the token (~/.ray/auth_token) too
+# A head on an address beyond loopback turns Ray's token authentication on; its nodes and
+# drivers must then send the token too. The hosts use a token of their own (a file in their
+# temporary folder), never the user's ~/.ray/auth_token, which a fresh machine lacks.
 RAY_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -66,7 +68,7 @@ class Hosts:
         return ["ip", "netns", "exec", name, *argv]
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, **RAY_ENV}
+        return {**os.environ, **RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(self.temp / "auth_token")}
 
     def pids(self, name: str) -> list[int]:
         done = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
@@ -136,6 +138,7 @@ def namespace_hosts(generators: int = 2) -> Iterator[Hosts]:
     tag = f"{random.randrange(16**4):04x}"
     temp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: Ray's socket paths
     hosts = Hosts(tag, f"198.18.{random.randrange(256)}", generators, temp)
+    (temp / "auth_token").write_text(secrets.token_hex(32))
     try:
         _make_namespaces(hosts)
         _start_ray(hosts)
