@@ -302,9 +302,20 @@ class CheckSetBase(Frozen):
         return self
 
 
+ON_BY_DEFAULT = ("calls_completed", "services_alive")  # `off` (or false) turns them off
+
+
+def _off_allowed(schema: dict[str, Any]) -> None:
+    """The JSON Schema side of Scenario.checks_on_by_default: `off` and false are values
+    of the checks that are on by default (the model reads both as null)."""
+    schema["anyOf"] = [*schema.get("anyOf", []), {"const": False}, {"const": "off"}]
+
+
 def _check_set_model() -> type[CheckSetBase]:
     fields: dict[str, Any] = {
-        name: (spec.params | None, Field(default=None, description=spec.doc))
+        name: (spec.params | None, Field(
+            default=None, description=spec.doc,
+            json_schema_extra=_off_allowed if name in ON_BY_DEFAULT else None))
         for name, spec in sorted(CHECKS.items())
     }
     return create_model("Checks", __base__=CheckSetBase, **fields)
@@ -357,7 +368,7 @@ class Scenario(Frozen):
         defaults: dict[str, dict[str, Any]] = {"services_alive": {}}
         if makes_calls(data):
             defaults["calls_completed"] = {"min_ratio": DEFAULT_CALLS_COMPLETED}
-        for name in ("calls_completed", "services_alive"):
+        for name in ON_BY_DEFAULT:
             if name not in checks:
                 if name in defaults:
                     checks[name] = defaults[name]

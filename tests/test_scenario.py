@@ -334,6 +334,14 @@ def test_committed_schema_matches_the_models(tmp_path):
         "rig/scenario.schema.json is stale: run `python -m rig.scenario`")
 
 
+def test_schema_takes_off_for_the_checks_that_are_on_by_default():
+    checks = json_schema()["$defs"]["Checks"]["properties"]
+    for name in ("calls_completed", "services_alive"):
+        assert {"const": "off"} in checks[name]["anyOf"]
+        assert {"const": False} in checks[name]["anyOf"]
+    assert {"const": "off"} not in checks["relay_alive"]["anyOf"]
+
+
 def test_schema_knows_every_check_and_forbids_unknown_keys():
     schema = json_schema()
     assert schema["additionalProperties"] is False
