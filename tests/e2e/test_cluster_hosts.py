@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PIN_RACE = ROOT / "scenarios" / "pin-race.yaml"
 FIX = ROOT / "scenarios" / "patches" / "relay-reserve-slot-first.patch"
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
+# pin-race decides on timing: it runs with the other races, one at a time (tests/conftest.py)
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timing, pytest.mark.timeout(420)]
 
 
 @pytest.fixture(scope="module")
