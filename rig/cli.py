@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, help="HTML file (default: <first run>/report.html, "
                                                  "or results/compare.html for several)")
 
-    sub.add_parser("gc", help="remove processes and folders left by killed runs")
+    gc = sub.add_parser("gc", help="remove processes and folders left by killed runs")
+    gc.add_argument("--cluster", metavar="ADDRESS",
+                    help="also kill the generator actors and remove the placement groups "
+                         "that killed runs left on this Ray cluster (default $RAY_ADDRESS)")
 
     images = sub.add_parser("images", help="build the service images (containers/<service>)")
     images.add_argument("services", nargs="*", metavar="SERVICE",
@@ -135,12 +138,28 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    from rig.distribute import LOCAL_CLUSTER
+    from rig.errors import UsageError
     from rig.topology.runtime import collect_garbage
 
+    cluster = args.cluster or os.environ.get("RAY_ADDRESS") or None
+    if cluster == LOCAL_CLUSTER:
+        raise UsageError("gc --cluster needs a cluster's address: `local` is a Ray that "
+                         "lives only as long as its command")
+    if cluster is not None:  # a wrong address is said before anything is removed
+        from rig.distribute_ray import check_reachable
+
+        check_reachable(cluster)
     report = collect_garbage()
     namespaces = (f", {report.namespaces} network namespace(s)" if report.namespaces else "")
     print(f"removed {len(report.runs)} dead run(s), killed {report.processes} process(es), "
           f"deleted {report.folders} folder(s){namespaces}")
+    if cluster is not None:
+        from rig.load.ray_driver import remove_leftovers
+
+        actors, groups = remove_leftovers(cluster, lambda line: print(line, flush=True))
+        print(f"cluster {cluster}: killed {actors} actor(s), removed {groups} "
+              "placement group(s)")
     return 0
 
 

@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -45,22 +46,65 @@ def _task(run: RunFn, index: int, request: Any) -> Done:
 
 
 def start_ray(address: str, *, num_cpus: int | None = None,
-              resources: dict[str, float] | None = None) -> str | None:
-    """ray.init for `address`; returns the temporary folder of an embedded Ray (`local`:
-    on 127.0.0.1, offering `num_cpus` and `resources`), None when joining a cluster.
+              resources: dict[str, float] | None = None,
+              namespace: str | None = None) -> str | None:
+    """ray.init for `address` (in Ray namespace `namespace`, else an anonymous one); returns
+    the temporary folder of an embedded Ray (`local`: on 127.0.0.1, offering `num_cpus` and
+    `resources`), None when joining a cluster.
 
     Afterwards the caller's SIGTERM handler is put back: Ray's core installs its own, which
-    prints a stack and kills the process with nothing the rig started stopped."""
-    handler = signal.getsignal(signal.SIGTERM)
+    prints a stack and kills the process with nothing the rig started stopped. A Ctrl-C
+    (or SIGTERM) meanwhile is held until ray.init has returned, then Ray is left and the
+    KeyboardInterrupt raised: one inside ray.init leaves Ray's core worker half made, and
+    the process then crashed at exit now and then (SIGSEGV, SIGABRT) instead of exiting
+    with 130. A second one is not held."""
+    with held_interrupts() as came:
+        temp = _init_ray(address, num_cpus, resources, namespace)
+    if came:
+        leave_ray(temp)
+        raise KeyboardInterrupt
+    return temp
+
+
+@contextmanager
+def held_interrupts() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM noted, not acted on, in the block (the main thread's only); the
+    signals that came. The handlers of before are put back at the end, whatever the block
+    installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    came: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        came.append(signum)
+        if len(came) > 1:
+            raise KeyboardInterrupt
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in before:
+        signal.signal(s, hold)
     try:
-        return _init_ray(address, num_cpus, resources)
+        yield came
     finally:
-        if handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, handler)
+        for s, handler in before.items():
+            if handler is not None:
+                signal.signal(s, handler)
 
 
-def _init_ray(address: str, num_cpus: int | None,
-              resources: dict[str, float] | None) -> str | None:
+def leave_ray(temp: str | None) -> None:
+    """ray.shutdown; an embedded Ray's folder goes too."""
+    import ray
+
+    try:
+        ray.shutdown()
+    finally:
+        if temp is not None:
+            remove_tree(temp)
+
+
+def _init_ray(address: str, num_cpus: int | None, resources: dict[str, float] | None,
+              namespace: str | None) -> str | None:
     if not address.strip():
         raise UsageError("--cluster needs an address (host:port, ray://..., or local)")
     if address == LOCAL_CLUSTER or loopback_address(address):
@@ -70,7 +114,7 @@ def _init_ray(address: str, num_cpus: int | None,
     ray = import_ray_or_fail()
     if address != LOCAL_CLUSTER:
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, namespace=namespace, log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise InfraError(f"--cluster {address}: cannot join the Ray cluster: "
                              f"{first_line(exc)}") from exc
@@ -82,7 +126,7 @@ def _init_ray(address: str, num_cpus: int | None,
     try:
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
                  num_cpus=num_cpus or os.cpu_count() or 1, resources=resources or {},
-                 log_to_driver=False, _temp_dir=temp)
+                 namespace=namespace, log_to_driver=False, _temp_dir=temp)
     except BaseException:
         remove_tree(temp)
         raise

@@ -463,7 +463,8 @@ class Run:
             from rig.load.ray_driver import RayDriver
 
             return RayDriver(generator_shares(scenario, targets, self.processes, self.recording),
-                             on_event, address=self.request.cluster, workers=workers)
+                             on_event, address=self.request.cluster,
+                             run_id=self.record.run_id, workers=workers)
         if self.processes > 1:
             from rig.load.processes import ProcessDriver
 

@@ -13,14 +13,17 @@ its offset), polls their counters, and merges their LoadReports.
 An actor that does not answer a poll in time, or whose node is gone, ends the load with
 GeneratorError naming the node (its id and address); the counters seen so far stay.
 Leaving the context, whatever happened (Ctrl-C, SIGTERM, an error), kills every actor,
-removes the placement group and leaves Ray. Ray is imported only here, and only when a
-RayDriver is entered.
+removes the placement group and leaves Ray. The actors and the placement group are named
+after the run (`rig-gen-<run id>-<share>`, `rig-gen-<run id>`) in the Ray namespace `rig`,
+so that `rig gc --cluster` finds what a killed coordinator left (remove_leftovers). Ray is
+imported only here, and only when a RayDriver is entered or `rig gc --cluster` runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +47,16 @@ POLL_S = 0.1
 ANSWER_TIMEOUT_S = 5.0  # an actor that does not answer a poll within this is lost
 REPORT_GRACE_S = 20.0
 CLOCK_EXCHANGES = 5
+NAMESPACE = "rig"  # the Ray namespace of every run's actors and placement group
+NAME_PREFIX = "rig-gen-"  # what `rig gc --cluster` removes there
+
+
+def group_name(run_id: str) -> str:
+    return f"{NAME_PREFIX}{run_id}"
+
+
+def actor_name(run_id: str, index: int) -> str:
+    return f"{NAME_PREFIX}{run_id}-{index}"
 
 
 # ---- the actor (runs on a generator node) --------------------------------------------------
@@ -131,6 +144,50 @@ class GeneratorActor:
         return await self.task
 
 
+# ---- what a killed coordinator left (rig gc --cluster) -------------------------------------
+
+
+def remove_leftovers(address: str, on_removed: Callable[[str], None]) -> tuple[int, int]:
+    """Join the cluster at `address`, kill every actor and remove every placement group of
+    the rig's namespace whose name is a run's, leave Ray; (actors, groups) removed.
+
+    Ray ends a run's actors and group with their owner, the coordinator, so this finds
+    something only where Ray did not; it also ends the generators of a run still going."""
+    start_ray(address, namespace=NAMESPACE)
+    ray = import_ray_or_fail()
+    from ray.util.placement_group import (
+        get_placement_group,
+        placement_group_table,
+        remove_placement_group,
+    )
+
+    actors = groups = 0
+    try:
+        for name in sorted(ray.util.list_named_actors(all_namespaces=False)):
+            if not name.startswith(NAME_PREFIX):
+                continue
+            try:
+                ray.kill(ray.get_actor(name), no_restart=True)
+            except ValueError:  # gone since the listing
+                continue
+            actors += 1
+            on_removed(f"killed actor {name} (namespace {NAMESPACE})")
+        for entry in placement_group_table().values():
+            name = entry.get("name") or ""
+            if not name.startswith(NAME_PREFIX) or entry.get("state") == "REMOVED":
+                continue
+            try:
+                group = get_placement_group(name)  # only this namespace's
+            except ValueError:
+                continue
+            remove_placement_group(group)
+            groups += 1
+            on_removed(f"removed placement group {name} (namespace {NAMESPACE})")
+    finally:
+        ray.shutdown()
+    return actors, groups
+
+
 # ---- the coordinator ---------------------------------------------------------------------
 
 
@@ -153,10 +210,11 @@ class RayDriver:
     """Runs the shares in one Ray actor each; `run` returns their merged LoadReport."""
 
     def __init__(self, shares: Sequence[GeneratorShare], on_event: Callable[[str, dict], None],
-                 *, address: str, workers: int | None = None) -> None:
+                 *, address: str, run_id: str, workers: int | None = None) -> None:
         if not shares:
             raise ValueError("no generator shares")
         self.shares = list(shares)
+        self.run_id = run_id
         self.on_event = on_event
         self.address = address
         self.workers = workers
@@ -164,6 +222,7 @@ class RayDriver:
         self.group: Any = None
         self.temp: str | None = None
         self._ray: Any = None
+        self._closed = False
         self._ended: set[str] = set()
         self._bursts: dict[int, list[tuple[str, BurstResult]]] = {}
         self._mono_to_wall = time.time() - time.monotonic()  # this process's clock pair
@@ -200,7 +259,8 @@ class RayDriver:
     def __enter__(self) -> RayDriver:
         try:
             began = time.monotonic()
-            self.temp = start_ray(self.address, resources={RESOURCE: len(self.shares)})
+            self.temp = start_ray(self.address, resources={RESOURCE: len(self.shares)},
+                                  namespace=NAMESPACE)
             self._ray = import_ray_or_fail()
             joined = time.monotonic()
             self._check_sut_node()
@@ -242,14 +302,16 @@ class RayDriver:
             raise InfraError(f"--cluster {self.address}: the cluster offers {offered} "
                              f"{RESOURCE} slot(s), the run needs {wanted} (start each "
                              f"generator node with --resources '{{\"{RESOURCE}\": 1}}')")
-        self.group = placement_group([{RESOURCE: 1}] * wanted, strategy="SPREAD")
+        self.group = placement_group([{RESOURCE: 1}] * wanted, strategy="SPREAD",
+                                     name=group_name(self.run_id))
         if not self.group.wait(PLACEMENT_TIMEOUT_S):
             raise InfraError(f"--cluster {self.address}: {wanted} {RESOURCE} slot(s) were "
                              f"not free within {PLACEMENT_TIMEOUT_S:.0f} s")
         remote = ray.remote(GeneratorActor)
         for k, share in enumerate(self.shares):
             actor = remote.options(
-                num_cpus=0, resources={RESOURCE: 1}, max_restarts=0, max_task_retries=0,
+                name=actor_name(self.run_id, share.index), num_cpus=0,
+                resources={RESOURCE: 1}, max_restarts=0, max_task_retries=0,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     self.group, placement_group_bundle_index=k)).remote()
             self.generators.append(_Generator(share, actor))
@@ -270,7 +332,12 @@ class RayDriver:
 
     def close(self) -> None:
         """Kill every actor, remove the placement group, leave Ray (an embedded one stops)."""
-        ray = self._ray
+        if self._closed:
+            return
+        self._closed = True
+        # start_ray holds a Ctrl-C until Ray is joined, but one just as it returns may
+        # still leave Ray joined with self._ray unset.
+        ray = self._ray or sys.modules.get("ray")
         if ray is None:
             return
         self._ray = None
