@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from rig import interrupts
 from rig.errors import InfraError, RigError
 from rig.options import add_dispatch_options, add_run_options, dispatch_of, run_request
 
@@ -178,20 +178,15 @@ COMMANDS = {"run": cmd_run, "matrix": cmd_matrix, "check": cmd_check, "report": 
             "gc": cmd_gc, "images": cmd_images}
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from rig.commits.cli import COMMANDS as COMMIT_COMMANDS
     from rig.pcap_cli import COMMANDS as PCAP_COMMANDS
 
     args = build_parser().parse_args(argv)
     commands = {**COMMANDS, **COMMIT_COMMANDS, **PCAP_COMMANDS}
-    signal.signal(signal.SIGTERM, _terminate)
     # A shell starts background jobs with SIGINT ignored and Python keeps it so; a run must
-    # still stop, and clean up, on `kill -INT`.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # still stop, and clean up, on `kill -INT` too.
+    interrupts.install()
     try:
         return commands[args.command](args)
     except InfraError as exc:

@@ -26,6 +26,7 @@ from rig.capture import interface_of, run_filter, start_capture
 from rig.clock import Clock, SystemClock
 from rig.console import Progress
 from rig.errors import InfraError, UsageError
+from rig.interrupts import asyncio_sigint, raise_if_stopping
 from rig.load.numbers import load_numbers
 from rig.plan import (
     before_later_samples,
@@ -433,7 +434,9 @@ class Run:
         watch = Watch(services.services, self._now)
         watch.start()
         stack.callback(watch.stop)  # before the services stop: registered after them
-        report = asyncio.run(self._drive(driver, watch, progress, recorder))
+        raise_if_stopping()  # before the load: a signal dropped while the services started
+        with asyncio_sigint():
+            report = asyncio.run(self._drive(driver, watch, progress, recorder))
         load_stop = self._now()
         self._settle(scenario.settle, progress)
         self._note_crash(watch.stop(), services, recorder)
@@ -501,6 +504,7 @@ class Run:
     def _settle(self, seconds: float, progress: Progress) -> None:
         deadline = self.clock.monotonic() + seconds
         while (left := deadline - self.clock.monotonic()) > 0:
+            raise_if_stopping()
             self.clock.sleep(min(0.25, left))
             progress.update()
 
@@ -612,6 +616,7 @@ async def drive_until_crash(
     side = asyncio.create_task(hostile.run(duration)) if hostile is not None else None
     try:
         while not task.done():
+            raise_if_stopping()  # a SIGTERM whose KeyboardInterrupt was dropped
             await asyncio.wait({task}, timeout=CRASH_POLL_S)
             snap = driver.snapshot()
             tick(f"calls {snap.get('load.calls_completed', 0):.0f} "

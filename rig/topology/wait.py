@@ -10,6 +10,7 @@ from typing import Protocol
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from rig.interrupts import raise_if_stopping
 from rig.topology.destinations import Destinations
 
 
@@ -70,6 +71,7 @@ def wait_until_ready(
     """Retry the strategy until it passes, the timeout ends, or the process died."""
 
     def attempt() -> None:
+        raise_if_stopping()  # a Ctrl-C whose KeyboardInterrupt was dropped (rig/interrupts.py)
         if not still_running():
             raise ServiceDied()
         strategy.check()

@@ -1,0 +1,70 @@
+"""A Ctrl-C whose KeyboardInterrupt Python drops (raised inside a __del__) still stops the
+run at its next waiting loop. Each case runs in a child interpreter: signal handlers are
+per process, and pytest has its own."""
+
+import subprocess
+import sys
+import textwrap
+
+# A __del__ that sends SIGINT to its own process: the handler runs inside the __del__, and
+# Python prints its KeyboardInterrupt as "Exception ignored" and drops it.
+DROPPED = """
+import os, signal, sys
+from rig import interrupts
+
+class SignalsOnCollection:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # bytecodes for the handler to run on, still in __del__
+            pass
+
+interrupts.install()
+SignalsOnCollection()
+print("went on", flush=True)
+"""
+
+
+def run_child(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_python_drops_a_keyboard_interrupt_raised_in_a_del():
+    done = run_child(DROPPED + "print('stopping' if interrupts.stopping() else 'lost')")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["went", "on", "stopping"]
+    assert "Exception ignored" in done.stderr and "KeyboardInterrupt" in done.stderr
+
+
+def test_the_next_waiting_loop_raises_the_dropped_interrupt():
+    done = run_child(DROPPED + """
+from rig.topology.wait import NotReady, wait_until_ready
+
+class NeverReady:
+    def check(self):
+        raise NotReady("not yet")
+    def describe(self):
+        return "never"
+
+try:
+    wait_until_ready(NeverReady(), 10.0, lambda: True)
+except KeyboardInterrupt:
+    print("interrupted")
+""")
+    assert done.stdout.split() == ["went", "on", "interrupted"], done.stderr
+
+
+def test_without_a_signal_nothing_raises_and_asyncio_gets_sigint_for_its_run():
+    done = run_child("""
+import asyncio, signal
+from rig import interrupts
+
+interrupts.install()
+interrupts.raise_if_stopping()
+ours = signal.getsignal(signal.SIGINT)
+with interrupts.asyncio_sigint():
+    inside = signal.getsignal(signal.SIGINT)
+after = signal.getsignal(signal.SIGINT)
+print(inside is signal.default_int_handler, after is ours, ours is not inside)
+""")
+    assert done.stdout.split() == ["True", "True", "True"], done.stderr
