@@ -11,6 +11,7 @@ Kamailio and Kamailio's rtpengine module sends the NG commands.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import platform
 import shutil
 import subprocess
@@ -205,6 +206,17 @@ class Run:
         self.versions: dict[str, str] = {}  # service -> the version it reports
         self.namespace: str | None = None
         self._check_netns()
+        self._check_hosts()
+
+    def _check_hosts(self) -> None:
+        """Generators on other hosts call their own UAS; Kamailio would send every call to
+        the SUT host's."""
+        host = self.scenario.targets.host
+        if self.request.cluster is None or host is None or self.plan.proxy is None:
+            return
+        if not ipaddress.ip_address(host).is_loopback:
+            raise UsageError(f"--cluster with targets.host {host} needs topology: model "
+                             "(Kamailio sends every call to its one callee, on the SUT host)")
 
     def _check_netns(self) -> None:
         """A namespace needs local processes, its ruleset file, and a machine that can host

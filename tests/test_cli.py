@@ -134,3 +134,16 @@ def test_a_namespace_run_it_cannot_make_is_bad_input(capsys, tmp_path: Path, ext
     assert code == 2
     assert fragment in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_across_hosts_through_kamailio_is_refused_before_anything_starts(
+        capsys, tmp_path: Path):
+    code, _, err = run_cli(
+        capsys, "run", str(ROOT / "scenarios" / "pin-race-kamailio.yaml"), "--out",
+        str(tmp_path / "run"), "--cluster", "198.18.0.1:6379",
+        "--set", "targets.host=198.18.0.1", "--set", "targets.allow=[198.18.0.0/24]")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "rig: error: --cluster with targets.host 198.18.0.1 needs topology: model (Kamailio "
+        "sends every call to its one callee, on the SUT host)"]
+    assert not (tmp_path / "run").exists()
