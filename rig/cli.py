@@ -186,20 +186,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {**COMMANDS, **COMMIT_COMMANDS, **PCAP_COMMANDS}
     # A shell starts background jobs with SIGINT ignored and Python keeps it so; a run must
     # still stop, and clean up, on `kill -INT` too.
-    interrupts.install()
-    try:
-        return commands[args.command](args)
-    except InfraError as exc:
-        print(f"rig: infrastructure error: {exc}", file=sys.stderr)
-        if exc.logs:
-            print(exc.logs, file=sys.stderr)
-        return exc.exit_code
-    except RigError as exc:
-        print(f"rig: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("rig: interrupted; everything the run started has been stopped", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with interrupts.installed():
+        try:
+            return commands[args.command](args)
+        except InfraError as exc:
+            print(f"rig: infrastructure error: {exc}", file=sys.stderr)
+            if exc.logs:
+                print(exc.logs, file=sys.stderr)
+            return exc.exit_code
+        except RigError as exc:
+            print(f"rig: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print("rig: interrupted; everything the run started has been stopped",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ on the first one from a handler that raises nothing, so nothing can drop it. It 
 that handler only where SIGINT has Python's default one, which `asyncio_sigint()` puts
 back for that time.
 
-Only `install()` (the `rig` command) changes any handler; a program that calls the runner
-itself keeps its own, and `raise_if_stopping()` then never raises.
+Only `installed()` (the `rig` command, for its length) changes any handler; a program that
+calls the runner itself keeps its own, and `raise_if_stopping()` then never raises.
 """
 
 from __future__ import annotations
@@ -36,10 +36,21 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def install() -> None:
-    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, and are noted."""
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+@contextmanager
+def installed() -> Iterator[None]:
+    """For the block, SIGINT and SIGTERM raise KeyboardInterrupt in the main thread and are
+    noted; afterwards the handlers of before are back and the notes gone, so that a process
+    that goes on (a test calling the `rig` command) is not stopped by an old signal."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    _noted.clear()
+    for s in before:
+        signal.signal(s, _on_signal)
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        _noted.clear()
 
 
 def stopping() -> bool:

@@ -159,7 +159,7 @@ def test_sigterm_mid_run_kills_every_actor_and_frees_the_slots(
             rig.kill()
     assert rig.returncode == 130, out
     assert "SIGTERM received" not in out  # Ray's own handler did not take over
-    assert wait_gone()
+    assert wait_gone(made)
     # the placement group went too: both slots are free for the next run (its placement
     # would wait PLACEMENT_TIMEOUT_S and fail otherwise)
     import ray
@@ -198,15 +198,19 @@ def test_a_generator_node_lost_mid_run_is_an_error_naming_it(cluster, tmp_path, 
     assert victim.node_id in (outcome.summary.error or ""), outcome.summary.error
     assert outcome.summary.load.calls_attempted and outcome.summary.load.calls_attempted > 0
     assert time.monotonic() - started < 60
-    assert wait_gone(), "the surviving generator actor is killed at the end of the run"
+    assert wait_gone(made), "the surviving generator actor is killed at the end of the run"
 
 
-def wait_gone(timeout: float = 10.0) -> bool:
-    """No generator actor process left on any node (ray.kill at the end of the run)."""
+def wait_gone(made, timeout: float = 10.0) -> bool:
+    """No generator actor process left on this cluster's nodes (ray.kill at the end of the
+    run). Only this cluster's: other tests on the machine (pytest-xdist) run actors too."""
+    raylets = {info.process.pid for node in made.list_all_nodes()
+               for info in node.all_processes.get("raylet", [])}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not [p for p in psutil.process_iter(["cmdline"])
-                if "GeneratorActor" in " ".join(p.info["cmdline"] or [])]:
+        if not [p for p in psutil.process_iter(["cmdline", "ppid"])
+                if "GeneratorActor" in " ".join(p.info["cmdline"] or [])
+                and p.info["ppid"] in raylets]:
             return True
         time.sleep(0.2)
     return False

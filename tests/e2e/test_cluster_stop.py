@@ -15,7 +15,12 @@ from typing import Any
 
 import psutil
 import pytest
-from test_cluster_run import SCENARIO, cluster, read_events  # noqa: F401 - cluster: a fixture
+from test_cluster_run import (  # noqa: F401 - cluster and scenario: fixtures
+    SCENARIO,
+    cluster,
+    read_events,
+    scenario,
+)
 from waiting import wait_for
 
 from rig.load.ray_driver import NAME_PREFIX, NAMESPACE, actor_name, group_name
@@ -46,13 +51,6 @@ def reaped(private_runtime):
     from rig.topology.runtime import collect_garbage
 
     collect_garbage()
-
-
-@pytest.fixture
-def scenario(tmp_path: Path) -> Path:
-    path = tmp_path / "two-generator-nodes.yaml"
-    path.write_text(SCENARIO)
-    return path
 
 
 # ---- what of the rig is on the cluster ---------------------------------------------------
@@ -146,9 +144,9 @@ def nothing_left(ray: Any, pids: list[int], runtime: Path, timeout: float) -> li
 # ---- the rig -------------------------------------------------------------------------------
 
 
-def start_rig(address: str, scenario: Path, run: Path, runtime: Path) -> subprocess.Popen:
+def start_rig(address: str, scenario_path: Path, run: Path, runtime: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "rig.cli", "run", str(scenario), "--cluster", address,
+        [sys.executable, "-m", "rig.cli", "run", str(scenario_path), "--cluster", address,
          "--no-progress", "--out", str(run), "--set", "duration=20"],
         env={**os.environ, "RIG_RUNTIME_DIR": str(runtime)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

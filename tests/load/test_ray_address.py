@@ -85,7 +85,7 @@ def test_a_ray_driver_labels_its_nodes_in_the_cluster_event_and_its_per_node_cou
     targets = Targets(host="127.0.0.1", uac_port=5060, uas_port=5080,
                       rtp_ports=(42000, 42999))
     parts = shares(calls, None, targets, seed=3, processes=3)
-    driver = RayDriver(parts, lambda kind, data: None, address="local")
+    driver = RayDriver(parts, lambda kind, data: None, address="local", run_id="labels-test")
     for share, node_id, active in zip(parts, ["bb", "aa", "bb"], [3.0, 2.0, 1.0], strict=True):
         driver.generators.append(_Generator(share, actor=None, node_id=node_id, ip="10.0.0.9",
                                             snapshot={"load.calls_active": active}))
