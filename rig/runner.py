@@ -205,6 +205,7 @@ class Run:
         self.crit_lines: dict[str, str] = {}  # service -> its last CRIT line
         self.versions: dict[str, str] = {}  # service -> the version it reports
         self.namespace: str | None = None
+        self.addresses: dict[str, Any] | None = None  # summary.json sut.addresses
         self._check_netns()
         self._check_hosts()
 
@@ -284,6 +285,7 @@ class Run:
                                   allowed=parse_networks(self.scenario.targets.allow))
             for table in self._kernel_tables():
                 stack.enter_context(held_kernel_table(table))
+            self.addresses = self._addresses(endpoints)
             bpf = run_filter(endpoints, self.plan.sip_port, self._generator_sip_ports())
             self.capture = start_capture(self.scenario.capture, folder.path, bpf,
                                          record.add_process, process_labels(run_id),
@@ -460,6 +462,15 @@ class Run:
         load = load_numbers(report, driver.snapshot(), load_stop - load_start)
         return RunWindow(load_start=load_start, load_stop=load_stop, end=end), load
 
+    def _addresses(self, endpoints: Endpoints) -> dict[str, Any]:
+        """summary.json's `sut.addresses`: where the run listened and sent from."""
+        return {"host": endpoints.host, "ng_port": endpoints.ng_port,
+                "sip_port": self.plan.sip_port, "uac_port": endpoints.uac_port,
+                "uas_port": endpoints.uas_port,
+                "generator_sip_ports": self._generator_sip_ports(),
+                "relay_rtp_ports": list(endpoints.relay_rtp_ports),
+                "rig_rtp_ports": list(endpoints.rig_rtp_ports)}
+
     def _generator_sip_ports(self) -> list[int]:
         """The SIP ports of generator processes 1.. (process 0 has the run's own)."""
         from rig.load.shares import extra_sip_ports
@@ -596,6 +607,7 @@ class Run:
                 "services": list(self.plan.services),
                 "versions": self.versions,
                 **({"netns": self.namespace} if self.namespace is not None else {}),
+                **({"addresses": self.addresses} if self.addresses is not None else {}),
             },
             timing={
                 "started": self.started_wall,

@@ -60,6 +60,20 @@ class CheckEntry(_Closed):
     values: dict[str, float | None] = Field(default_factory=dict)
 
 
+class Addresses(_Closed):
+    """Where the run's services listened and the rig sent from: what to filter a capture
+    on, or to find the run's traffic on a shared machine."""
+
+    host: str  # every service's and the rig's own (targets.host, or the run's 127.a.b.c)
+    ng_port: int | None = None  # the media relay's NG control port
+    sip_port: int | None = None  # the SIP proxy's (topology kamailio), else null
+    uac_port: int | None = None  # the rig's caller (generator process 0)
+    uas_port: int | None = None  # the rig's callee (generator process 0)
+    generator_sip_ports: list[int] = Field(default_factory=list)  # processes 1..: UAC, UAS
+    relay_rtp_ports: tuple[int, int] | None = None
+    rig_rtp_ports: tuple[int, int] | None = None
+
+
 class Sut(_Open):
     commit: str = "unknown"
     patches: list[str] = Field(default_factory=list)
@@ -69,6 +83,7 @@ class Sut(_Open):
     services: list[str] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)  # the version each service reports
     netns: str | None = None  # the run's network namespace, with `netns:` in the scenario
+    addresses: Addresses | None = None  # null where the run did not get as far
 
 
 class CounterStats(_Closed):

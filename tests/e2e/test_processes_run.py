@@ -100,6 +100,14 @@ def test_two_processes_give_the_summary_of_one_with_the_calls_of_both(tmp_path, 
             "load.calls_active", "load.calls_completed", "load.calls_failed",
             "load.rtp_sent", "load.rtp_received"], header
         assert runs[n]["cluster"] is None
+    addresses = runs[2]["sut"]["addresses"]  # where to look for the run's traffic
+    assert addresses["host"].startswith("127.") and addresses["host"] != "127.0.0.1"
+    assert (addresses["uac_port"], addresses["uas_port"]) == (5060, 5080)
+    assert addresses["generator_sip_ports"] == [5102, 5103]
+    assert addresses["sip_port"] is None  # topology model: no proxy
+    assert runs[1]["sut"]["addresses"]["generator_sip_ports"] == []
+    lo, hi = addresses["relay_rtp_ports"]
+    assert 0 < lo < hi and addresses["rig_rtp_ports"][0] > hi
     if socket_available():  # the capture has the second process's SIP too (its own ports)
         ports = {d.dst[1] for d in read_datagrams(tmp_path / "p2" / "capture.pcap")}
         assert {5060, 5080, 5102, 5103} <= ports
