@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rig.distribute_ray import LOOPBACK_ONLY_ENV
+
 RAY_PORT = 6379
 # A head on an address beyond loopback turns Ray's token authentication on; its nodes and
 # drivers must then send the token too. The hosts use a token of their own (a file in their
@@ -68,7 +70,11 @@ class Hosts:
         return ["ip", "netns", "exec", name, *argv]
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, **RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(self.temp / "auth_token")}
+        """The environment of every `ray start` and rig here: without the loopback-only
+        switch an embedded Ray of an earlier test in this process left in os.environ,
+        which makes `ray start` refuse to join a cluster."""
+        env = {k: v for k, v in os.environ.items() if k != LOOPBACK_ONLY_ENV}
+        return {**env, **RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(self.temp / "auth_token")}
 
     def pids(self, name: str) -> list[int]:
         done = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
