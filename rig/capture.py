@@ -330,14 +330,12 @@ def interface_of(host: str) -> str:
     loopback captures there what reaches the SUT from other hosts."""
     import ipaddress
 
-    import psutil
+    from rig.topology.runtime import interface_addresses
 
     if ipaddress.ip_address(host).is_loopback:
         return "lo"
-    for name, addresses in psutil.net_if_addrs().items():
-        if any(a.address.split("%")[0] == host for a in addresses):
-            return name
-    return "lo"
+    return next((name for name, found in interface_addresses().items() if host in found),
+                "lo")
 
 
 def socket_available() -> bool:

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import socket
-import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
+from rig import interrupts
 from rig.clock import SystemClock
 from rig.distribute import (
     LOCAL_CLUSTER,
@@ -58,38 +56,12 @@ def start_ray(address: str, *, num_cpus: int | None = None,
     KeyboardInterrupt raised: one inside ray.init leaves Ray's core worker half made, and
     the process then crashed at exit now and then (SIGSEGV, SIGABRT) instead of exiting
     with 130. A second one is not held."""
-    with held_interrupts() as came:
+    with interrupts.held() as came:
         temp = _init_ray(address, num_cpus, resources, namespace)
     if came:
         leave_ray(temp)
         raise KeyboardInterrupt
     return temp
-
-
-@contextmanager
-def held_interrupts() -> Iterator[list[int]]:
-    """SIGINT and SIGTERM noted, not acted on, in the block (the main thread's only); the
-    signals that came. The handlers of before are put back at the end, whatever the block
-    installed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield []
-        return
-    came: list[int] = []
-
-    def hold(signum: int, frame: object) -> None:
-        came.append(signum)
-        if len(came) > 1:
-            raise KeyboardInterrupt
-
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in before:
-        signal.signal(s, hold)
-    try:
-        yield came
-    finally:
-        for s, handler in before.items():
-            if handler is not None:
-                signal.signal(s, handler)
 
 
 def leave_ray(temp: str | None) -> None:

@@ -17,17 +17,20 @@ on the first one from a handler that raises nothing, so nothing can drop it. It 
 that handler only where SIGINT has Python's default one, which `asyncio_sigint()` puts
 back for that time.
 
-Only `installed()` (the `rig` command, for its length) changes any handler; a program that
-calls the runner itself keeps its own, and `raise_if_stopping()` then never raises.
+Only `installed()` (the `rig` command, for its length) and `held()` (around a call that
+must not be cut in two) change any handler; a program that calls the runner itself keeps
+its own, and `raise_if_stopping()` then never raises.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _noted: list[int] = []  # the signals the handler saw, in this process
 
 
@@ -37,20 +40,49 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
+def _handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to `handler` in the block; the handlers of before are put back
+    at the end, whatever the block installed (one set outside Python, None, is left)."""
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in before:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, previous in before.items():
+            if previous is not None:
+                signal.signal(s, previous)
+
+
+@contextmanager
 def installed() -> Iterator[None]:
     """For the block, SIGINT and SIGTERM raise KeyboardInterrupt in the main thread and are
     noted; afterwards the handlers of before are back and the notes gone, so that a process
     that goes on (a test calling the `rig` command) is not stopped by an old signal."""
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     _noted.clear()
-    for s in before:
-        signal.signal(s, _on_signal)
     try:
-        yield
+        with _handled_by(_on_signal):
+            yield
     finally:
-        for s, handler in before.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
         _noted.clear()
+
+
+@contextmanager
+def held() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM noted, not acted on, in the block (the main thread's only); the
+    signals that came. A second one is not held: it raises KeyboardInterrupt."""
+    came: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        came.append(signum)
+        if len(came) > 1:
+            raise KeyboardInterrupt
+
+    with _handled_by(hold):
+        yield came
 
 
 def stopping() -> bool:

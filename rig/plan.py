@@ -7,7 +7,6 @@ calls go. The runner turns these into processes; tests check them on plain value
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -189,10 +188,9 @@ def generator_shares(scenario: Any, targets: Any, processes: int, recording: Any
     """Each generator process's share (rig.load.shares.GeneratorShare) of the run's load."""
     from rig.load.shares import shares
 
-    host = scenario.targets.host
     return shares(calls_plan(scenario, recording), burst_plan(scenario), targets,
                   scenario.seed, processes, tuple(scenario.targets.allow),
-                  own_address=host is not None and not ipaddress.ip_address(host).is_loopback)
+                  own_address=scenario.targets.beyond_loopback)
 
 
 def burst_plan(scenario: Any) -> Any:

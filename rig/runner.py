@@ -11,14 +11,13 @@ Kamailio and Kamailio's rtpengine module sends the NG commands.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import platform
 import shutil
 import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from rig.series import Event, Sample, Series
 from rig.services import LogParser, Site, role_of, service, service_ports
 from rig.summary import Summary
 from rig.topology import Endpoints, Stack, backend_class
-from rig.topology.destinations import Destinations, parse_networks
+from rig.topology.destinations import parse_networks
 from rig.topology.runtime import (
     RunRecord,
     held_host,
@@ -212,12 +211,11 @@ class Run:
     def _check_hosts(self) -> None:
         """Generators on other hosts call their own UAS; Kamailio would send every call to
         the SUT host's."""
-        host = self.scenario.targets.host
-        if self.request.cluster is None or host is None or self.plan.proxy is None:
-            return
-        if not ipaddress.ip_address(host).is_loopback:
-            raise UsageError(f"--cluster with targets.host {host} needs topology: model "
-                             "(Kamailio sends every call to its one callee, on the SUT host)")
+        targets = self.scenario.targets
+        if self.request.cluster is not None and targets.beyond_loopback and self.plan.proxy:
+            raise UsageError(f"--cluster with targets.host {targets.host} needs topology: "
+                             "model (Kamailio sends every call to its one callee, on the SUT "
+                             "host)")
 
     def _check_netns(self) -> None:
         """A namespace needs local processes, its ruleset file, and a machine that can host
@@ -302,7 +300,7 @@ class Run:
             self._note_exits(services, recorder)
         return window, load
 
-    def _held_host(self) -> Any:
+    def _held_host(self) -> AbstractContextManager[str]:
         """The address the run's services and load bind on: `targets.host`, or a loopback
         address of the run's own."""
         ports = run_ports(self.processes)
@@ -503,7 +501,7 @@ class Run:
         return LoadDriver(
             calls_plan(scenario, self.recording), burst_plan(scenario), targets,
             on_event=on_event, seed=scenario.seed,
-            destinations=Destinations(allowed=parse_networks(scenario.targets.allow)))
+            destinations=endpoints.guard())
 
     def _on_load_event(self, recorder: Recorder) -> Callable[[str, dict], None]:
         return lambda kind, data: recorder.event(Event(self._now(), kind, data))

@@ -193,6 +193,11 @@ class TargetsSection(Frozen):
         parse_networks(values)
         return values
 
+    @property
+    def beyond_loopback(self) -> bool:
+        """The SUT on an address other hosts may reach (a `host` that is not loopback)."""
+        return self.host is not None and not ipaddress.ip_address(self.host).is_loopback
+
     @model_validator(mode="after")
     def host_is_allowed(self) -> TargetsSection:
         if self.host is None:
@@ -393,9 +398,9 @@ class Scenario(Frozen):
 
     @model_validator(mode="after")
     def host_stays_where_it_can(self) -> Scenario:
-        host = self.targets.host
-        if host is None or ipaddress.ip_address(host).is_loopback:
+        if not self.targets.beyond_loopback:
             return self
+        host = self.targets.host
         if self.netns is not None:
             raise ValueError(f"targets.host {host} with netns: the run's namespace holds only "
                              "loopback (allowed: one of the two)")

@@ -37,6 +37,7 @@ from rig.load.clocksync import Exchange, Offset, best_offset, to_node_clock
 from rig.load.loadreport import LoadReport, merge_burst, merge_reports, merge_snapshots
 from rig.load.processes import GeneratorError
 from rig.load.shares import GeneratorShare
+from rig.topology.runtime import local_addresses
 
 RESOURCE = "rig_generator"  # one unit on a node: one generator slot there
 SUT_RESOURCE = "rig_sut"  # the node the SUT runs on, and so the coordinator
@@ -474,14 +475,6 @@ def snapshots_by_node(snapshots: Sequence[tuple[str, Mapping[str, float]]],
     labels = node_labels(node_id for node_id, _ in snapshots)
     return {label: merge_snapshots(s for n, s in snapshots if n == node_id)
             for node_id, label in labels.items()}
-
-
-def local_addresses() -> set[str]:
-    """This host's IP addresses (by its interfaces: a Ray node is known by its address)."""
-    import psutil
-
-    return {a.address.split("%")[0] for addresses in psutil.net_if_addrs().values()
-            for a in addresses}
 
 
 def onto_coordinator(result: BurstResult, offset_s: float, mono_to_wall: float) -> BurstResult:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import psutil
 
@@ -53,23 +54,16 @@ def _ports_free(host: str, ports: list[int]) -> bool:
 def reserved_host(probe_ports: list[int], rng: random.Random | None = None) -> Iterator[str]:
     """Hold a loopback address 127.a.b.c (never 127.0.0.1) for the duration of a run."""
     rng = rng or random.Random()
-    hosts = runtime_dir() / "hosts"
     for _ in range(200):
         host = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
-        handle = open(hosts / f"{host}.lock", "w")  # noqa: SIM115 - held for the run
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
+        handle = _locked(host)
+        if handle is None:
             continue
         if not _ports_free(host, probe_ports):
             handle.close()
             continue
-        try:
+        with _holding(host, handle):
             yield host
-        finally:
-            handle.close()
-            (hosts / f"{host}.lock").unlink(missing_ok=True)
         return
     raise InfraError("no free loopback address found for this run")
 
@@ -79,26 +73,23 @@ def held_host(host: str, probe_ports: list[int]) -> Iterator[str]:
     """Hold `host`, an address of this machine the scenario named (`targets.host`), for the
     duration of a run: the same lock as a reserved loopback address, so a second run on it
     at once is refused in one line instead of colliding on its ports."""
-    if not _is_local(host):
+    if not _bindable(host):
         raise InfraError(f"targets.host {host} is not an address of this machine (allowed: "
                          "an address on one of its interfaces, `ip -br addr` lists them)")
-    hosts = runtime_dir() / "hosts"
-    with open(hosts / f"{host}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise InfraError(f"targets.host {host}: another run on this machine holds it "
-                             "(allowed: one run per address at a time)") from None
-        if not _ports_free(host, probe_ports):
-            raise InfraError(f"targets.host {host}: ports the run needs are taken there "
-                             f"({', '.join(map(str, probe_ports[:8]))}...)")
-        try:
-            yield host
-        finally:
-            (hosts / f"{host}.lock").unlink(missing_ok=True)
+    handle = _locked(host)
+    if handle is None:
+        raise InfraError(f"targets.host {host}: another run on this machine holds it "
+                         "(allowed: one run per address at a time)")
+    if not _ports_free(host, probe_ports):
+        handle.close()
+        raise InfraError(f"targets.host {host}: ports the run needs are taken there "
+                         f"({', '.join(map(str, probe_ports[:8]))}...)")
+    with _holding(host, handle):
+        yield host
 
 
-def _is_local(host: str) -> bool:
+def _bindable(host: str) -> bool:
+    """Whether this machine has `host` (all of 127.0.0.0/8 is, for one)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
                        socket.SOCK_DGRAM) as sock:
         try:
@@ -106,6 +97,37 @@ def _is_local(host: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def _locked(host: str) -> TextIO | None:
+    """The lock file of `host`, locked by this process; None while another run holds it."""
+    handle = open(runtime_dir() / "hosts" / f"{host}.lock", "w")  # noqa: SIM115 - held for the run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+@contextmanager
+def _holding(host: str, handle: TextIO) -> Iterator[str]:
+    try:
+        yield host
+    finally:
+        handle.close()
+        (runtime_dir() / "hosts" / f"{host}.lock").unlink(missing_ok=True)
+
+
+def interface_addresses() -> dict[str, set[str]]:
+    """This machine's IP addresses (its network namespace's), by interface."""
+    return {name: {a.address.split("%")[0] for a in addresses}
+            for name, addresses in psutil.net_if_addrs().items()}
+
+
+def local_addresses() -> set[str]:
+    """This machine's IP addresses, whatever their interface."""
+    return set().union(*interface_addresses().values())
 
 
 @contextmanager
